@@ -1,0 +1,107 @@
+"""Incremental tokenisation of a dialogue: the one encoder used by the transformers engine, SFT
+labels and GRPO losses (train/serve parity).
+
+Each message is tokenised once, when it is added: a turn costs its new tokens and its new images,
+never the whole dialogue again. ``loss_mask`` marks the tokens the model produces (assistant
+content and its closing ``<|im_end|>``); everything else — system, user turns, feedback images,
+the ``<|im_start|>assistant`` header — is context.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import chat
+
+
+class DialogueEncoding:
+    def __init__(self, processor):
+        self.processor = processor
+        tok = processor.tokenizer
+        self._tok = tok
+        self._gen_prompt = tok.encode(chat.GENERATION_PROMPT, add_special_tokens=False)
+        self._end = tok.convert_tokens_to_ids(chat.END)
+        self._newline = tok.encode("\n", add_special_tokens=False)
+        self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.input_ids: list[int] = []
+        self.loss_mask: list[int] = []
+        self.pixel_values: list[torch.Tensor] = []
+        self.image_grid_thw: list[torch.Tensor] = []
+        self.n_messages = 0
+        self.n_assistant = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def _append(self, ids: list[int], mask: int | list[int]) -> None:
+        self.input_ids += ids
+        self.loss_mask += [mask] * len(ids) if isinstance(mask, int) else mask
+
+    def extend(self, messages: list[dict], images: list, assistant_ids=()) -> None:
+        """Encode ``messages[self.n_messages:]``. ``assistant_ids[k]``, when given, holds the token
+        ids the model generated for the k-th assistant turn (used instead of re-tokenising)."""
+        for message in messages[self.n_messages:]:
+            if message["role"] == "assistant":
+                k = self.n_assistant
+                ids = assistant_ids[k] if k < len(assistant_ids) else None
+                self.add_assistant(message["content"], ids)
+            else:
+                self._add_context(message, images)
+
+    def _add_context(self, message: dict, images: list) -> None:
+        text = chat.render_message(message)
+        pictures = [images[i] for i in chat.image_indices([message])]
+        if pictures:
+            out = self.processor(text=[text], images=pictures, return_tensors="pt")
+            self.pixel_values.append(out["pixel_values"])
+            self.image_grid_thw.append(out["image_grid_thw"])
+            ids = out["input_ids"][0].tolist()
+        else:
+            ids = self._tok.encode(text, add_special_tokens=False)
+        self._append(ids, 0)
+        self.n_messages += 1
+
+    def add_assistant(self, text: str | None = None, ids: list[int] | None = None) -> None:
+        """Append an assistant turn: generated ``ids`` as they came, or ``text`` tokenised."""
+        if ids is not None:
+            ids = list(ids)
+            self._append(self._gen_prompt, 0)
+            self._append(ids, 1)
+            if not ids or ids[-1] != self._end:  # cut by the token budget: close the turn
+                self._append([self._end], 0)
+            self._append(self._newline, 0)
+        else:
+            full = chat.GENERATION_PROMPT + text + chat.END + "\n"
+            start, stop = len(chat.GENERATION_PROMPT), len(full) - 1
+            enc = self._tok(full, add_special_tokens=False, return_offsets_mapping=True)
+            mask = [int(a >= start and b <= stop) for a, b in enc["offset_mapping"]]
+            self._append(enc["input_ids"], mask)
+        self.n_messages += 1
+        self.n_assistant += 1
+
+    def prompt_ids(self) -> list[int]:
+        """The dialogue followed by the generation prompt, ready for the next assistant turn."""
+        return self.input_ids + self._gen_prompt
+
+    def vision_inputs(self) -> dict:
+        if not self.pixel_values:
+            return {}
+        return {"pixel_values": torch.cat(self.pixel_values), "image_grid_thw": torch.cat(self.image_grid_thw)}
+
+    def mm_token_type_ids(self, ids: list[int]) -> list[int]:
+        # Qwen2.5-VL computes its 3-D (mRoPE) positions from these; without them it silently
+        # falls back to text positions for image tokens.
+        return [int(t == self.image_token_id) for t in ids]
+
+    def model_inputs(self) -> dict:
+        """Tensors for a training forward pass over the whole dialogue (batch of one)."""
+        ids = torch.tensor([self.input_ids])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "mm_token_type_ids": torch.tensor([self.mm_token_type_ids(self.input_ids)]),
+                **self.vision_inputs()}
+
+
+def encode_dialogue(processor, messages: list[dict], images: list, assistant_ids=()) -> DialogueEncoding:
+    encoding = DialogueEncoding(processor)
+    encoding.extend(messages, images, assistant_ids)
+    return encoding

@@ -1,0 +1,38 @@
+"""Engines: one small interface, four back ends. Heavy back ends are imported only when chosen."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from ..session import Reply, Request
+
+ENGINES = ("transformers", "vllm", "openai", "replay")
+
+
+class Engine(Protocol):
+    """Generates one assistant turn for each request (a batch), in order."""
+
+    def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
+        ...
+
+    def close(self) -> None:
+        """Release the model (and its GPU memory)."""
+
+
+def create_engine(name: str, model: str | None = None, **options) -> Engine:
+    """Build an engine by name. ``model``: checkpoint path / hub id, server model name, or (for
+    replay) a transcript file."""
+    if name == "transformers":
+        from .hf import TransformersEngine
+        return TransformersEngine(model, **options)
+    if name == "vllm":
+        from .vllm import VLLMEngine
+        return VLLMEngine(model, **options)
+    if name == "openai":
+        from .openai import OpenAIEngine
+        return OpenAIEngine(model, **options)
+    if name == "replay":
+        from .replay import ReplayEngine
+        return ReplayEngine.from_file(model, **options)
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

@@ -1,0 +1,73 @@
+"""Replay engine: plays back the assistant turns of recorded transcripts.
+
+For demos without a GPU, for debugging a robot integration against a known dialogue, and for
+tests. A transcript is a JSON object with ``conversations`` (or one JSON line of an original
+ViLaSR results file); a file may hold one object, a list, or JSON lines. When a transcript
+records its ``question``, requests are matched to it by question text, otherwise by order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from ..session import Reply, Request
+
+
+def read_transcripts(path: str | Path) -> list[dict]:
+    """Every transcript in a JSON / JSON-lines file, each with a ``conversations`` list."""
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+        records = data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for i, r in enumerate(records):
+        if not isinstance(r, dict) or not isinstance(r.get("conversations"), list):
+            raise ValueError(f"{path}: record {i} has no 'conversations' list")
+    return records
+
+
+def assistant_turns(transcript: dict) -> list[str]:
+    roles = {"assistant", "gpt"}
+    return [m.get("content", m.get("value", "")) for m in transcript["conversations"]
+            if m.get("role", m.get("from")) in roles]
+
+
+class ReplayEngine:
+    def __init__(self, transcripts: list[dict]):
+        if not transcripts:
+            raise ValueError("replay needs at least one transcript")
+        self.transcripts = transcripts
+        self._by_question = {t["question"].strip(): t for t in transcripts if t.get("question")}
+        self._assigned: dict[str, list[str]] = {}  # session key → its remaining turns
+        self._next = 0
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> ReplayEngine:
+        if not path:
+            raise ValueError("the replay engine needs a transcript file")
+        return cls(read_transcripts(path))
+
+    def _turns_for(self, request: Request) -> list[str]:
+        if request.key not in self._assigned:
+            transcript = self._by_question.get(request.question.strip())
+            if transcript is None:
+                transcript = self.transcripts[self._next % len(self.transcripts)]
+                self._next += 1
+            self._assigned[request.key] = list(assistant_turns(transcript))
+        return self._assigned[request.key]
+
+    def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
+        replies = []
+        for request in requests:
+            turns = self._turns_for(request)
+            if turns:
+                replies.append(Reply(turns.pop(0)))
+            else:
+                replies.append(Reply("", error="the recorded transcript has no more assistant turns"))
+        return replies
+
+    def close(self) -> None:
+        self._assigned.clear()

@@ -1,0 +1,88 @@
+"""Pixel-exact checks of the renderer against spec §2."""
+
+from PIL import Image, ImageColor
+
+from ros_vilasr.core.protocol import Box, Line
+from ros_vilasr.core.render import PALETTE, Drawing, draw, targets_in_order
+
+WHITE = (255, 255, 255)
+
+
+def rgb(name):
+    return ImageColor.getrgb(name)[:3]
+
+
+def canvas(w=300, h=200):
+    return Image.new("RGB", (w, h), WHITE)
+
+
+def test_box_outline_width_colour_and_label():
+    out = draw(canvas(), Drawing(boxes=(Box(1, "cup", (40.9, 30.2, 140.7, 120.0)),)))
+    # truncated to (40, 30, 140, 120); outline 4 px wide, inwards
+    for x in (40, 43):
+        assert out.getpixel((x, 80)) == rgb("red")
+    assert out.getpixel((44, 80)) == WHITE
+    assert out.getpixel((39, 80)) == WHITE
+    for y in (30, 33):
+        assert out.getpixel((90, y)) == rgb("red")
+    assert out.getpixel((90, 34)) == WHITE
+    assert out.getpixel((140, 80)) == rgb("red") and out.getpixel((141, 80)) == WHITE
+    # label text in the box colour, starting at (x1 + 8, y1 + 6)
+    label = [(x, y) for x in range(44, 137) for y in range(34, 117) if out.getpixel((x, y)) == rgb("red")]
+    assert label and min(x for x, _ in label) == 48 and min(y for _, y in label) >= 36
+
+
+def test_swapped_corners_are_reordered():
+    a = draw(canvas(), Drawing(boxes=(Box(1, "a", (140, 120, 40, 30)),)))
+    b = draw(canvas(), Drawing(boxes=(Box(1, "a", (40, 30, 140, 120)),)))
+    assert a.tobytes() == b.tobytes()
+
+
+def test_line_black_with_red_start_and_blue_end_dots_and_no_label():
+    out = draw(canvas(), Drawing(lines=(Line(1, "path", (50, 100), (250, 100)),)))
+    assert out.getpixel((150, 100)) == (0, 0, 0)
+    # width 4 around y=100: rows 99..102
+    assert [out.getpixel((150, y)) == (0, 0, 0) for y in range(97, 105)] == [
+        False, False, True, True, True, True, False, False]
+    assert out.getpixel((50, 100)) == rgb("red")
+    assert out.getpixel((250, 100)) == rgb("blue")
+    assert out.getpixel((50, 104)) == rgb("red")  # radius 4
+    assert out.getpixel((50, 106)) == WHITE
+    assert all(out.getpixel((x, y)) == WHITE for x in range(0, 300) for y in range(0, 90))
+
+
+def test_palette_order_and_cycling():
+    assert PALETTE[:5] == ["red", "green", "blue", "yellow", "orange"]
+    assert PALETTE[22] == "silver" and PALETTE[23] == next(iter(ImageColor.colormap))
+    boxes = tuple(Box(1, f"b{i}", (5 + 12 * i, 5, 14 + 12 * i, 190)) for i in range(24))
+    out = draw(Image.new("RGB", (300, 200), WHITE), Drawing(boxes=boxes))
+    for i in (0, 1, 2, 8, 22, 23):
+        assert out.getpixel((5 + 12 * i, 100)) == rgb(PALETTE[i]), i
+
+
+def test_boxes_drawn_before_lines():
+    d = Drawing(boxes=(Box(1, "b", (50, 50, 150, 150)),), lines=(Line(1, "l", (10, 50), (290, 50)),))
+    out = draw(canvas(), d)
+    assert out.getpixel((100, 50)) == (0, 0, 0)  # the line covers the box's top edge
+
+
+def test_label_merge_replaces_in_place_and_keeps_colour():
+    d = Drawing().merged([Box(1, "chair", (10, 10, 50, 50)), Box(1, "table", (100, 10, 150, 50))])
+    d2 = d.merged([Box(2, "chair", (12, 60, 52, 100)), Line(2, "route", (0, 0), (5, 5))])
+    assert [b.label for b in d2.boxes] == ["chair", "table"]
+    assert d2.boxes[0].bbox == (12, 60, 52, 100)
+    assert d2.lines == (Line(2, "route", (0, 0), (5, 5)),)
+    out = draw(canvas(), d2)
+    assert out.getpixel((12, 80)) == rgb("red")  # still palette[0]
+    assert out.getpixel((100, 30)) == rgb("green")
+
+
+def test_unicode_label_does_not_crash():
+    out = draw(canvas(), Drawing(boxes=(Box(1, "椅子 🪑", (10, 10, 100, 100)),)))
+    assert out.getpixel((10, 50)) == rgb("red")
+
+
+def test_targets_order_boxes_first_then_lines():
+    ops = [Line(3, "l", (0, 0), (1, 1)), Box(2, "b", (0, 0, 1, 1)), Line(1, "m", (0, 0), (1, 1)),
+           Box(3, "c", (0, 0, 1, 1))]
+    assert targets_in_order(ops) == [2, 3, 1]
