@@ -24,7 +24,100 @@ def _add_tiny_model(subparsers) -> None:
     p.set_defaults(func=_tiny_model)
 
 
-COMMANDS = [_add_tiny_model]
+def _engine_options(args: argparse.Namespace) -> dict:
+    """Engine keyword options from the shared flags, only those the chosen engine takes."""
+    if args.engine == "replay":
+        return {}
+    options = {"temperature": args.temperature, "top_p": args.top_p}
+    if args.engine == "transformers":
+        options |= {"device": args.device, "dtype": args.dtype}
+    if args.engine == "openai":
+        options["base_url"] = args.base_url
+    return options
+
+
+def add_engine_flags(p) -> None:
+    from ros_vilasr.core.engines import ENGINES
+
+    p.add_argument("--model", help="checkpoint dir / hub id; server model name (openai); transcript (replay)")
+    p.add_argument("--engine", choices=ENGINES, default="transformers")
+    p.add_argument("--device", default="auto", help="transformers engine: cpu, cuda, cuda:1, auto")
+    p.add_argument("--dtype", default="auto", help="transformers engine: auto, bfloat16, float32 ...")
+    p.add_argument("--temperature", type=float, default=0.75, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai engine: server URL")
+
+
+def _ask(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from ros_vilasr.core import report
+    from ros_vilasr.core.driver import run_sessions
+    from ros_vilasr.core.engines import create_engine
+    from ros_vilasr.core.session import Budget, Session
+
+    images = [Image.open(p) for p in args.image]
+    kind = args.kind or ("single" if len(images) == 1 else "views")
+    session = Session(images, args.question, options=args.option, problem_type=args.problem_type,
+                      kind=kind, budget=Budget(max_calls=args.max_calls), max_pixels=args.max_pixels)
+    engine = create_engine(args.engine, args.model, **_engine_options(args))
+    try:
+        run_sessions([session], engine, on_step=lambda s, step: print(report.format_step(step), flush=True))
+    finally:
+        engine.close()
+    print(report.format_result(session))
+    if args.out:
+        logging.getLogger("vilasr").info("drawn images and trace in %s", session.save(args.out))
+
+
+def _add_ask(subparsers) -> None:
+    from ros_vilasr.core.images import MAX_PIXELS_EVAL
+
+    p = subparsers.add_parser("ask", help="answer a spatial question about images by drawing")
+    p.add_argument("question")
+    p.add_argument("--image", action="append", required=True, type=Path, help="repeat for several images")
+    p.add_argument("--option", action="append", default=[], help='multiple-choice option, e.g. "A. left"')
+    p.add_argument("--problem-type", default="", choices=["", "multiple choice", "numerical", "regression",
+                                                          "free-form"])
+    p.add_argument("--kind", choices=["single", "video", "views"], help="default: views for several images")
+    p.add_argument("--max-calls", type=int, default=10)
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS_EVAL)
+    p.add_argument("--out", type=Path, help="write the drawn images and trace.json here")
+    add_engine_flags(p)
+    p.set_defaults(func=_ask)
+
+
+def _replay(args: argparse.Namespace) -> Path:
+    from PIL import Image
+
+    from ros_vilasr.core.driver import run_sessions
+    from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
+    from ros_vilasr.core.session import Budget, Session
+
+    transcript = read_transcripts(args.transcript)[args.record]
+    question = transcript.get("question") or ""
+    images = [Image.open(p) for p in args.image]
+    turns = sum(m.get("role", m.get("from")) in ("assistant", "gpt") for m in transcript["conversations"])
+    session = Session(images, question, kind="single" if len(images) == 1 else "views",
+                      budget=Budget(max_calls=max(turns, 1), max_images=10_000), max_pixels=args.max_pixels)
+    run_sessions([session], ReplayEngine([transcript]))
+    logging.getLogger("vilasr").info("replayed %d turns: finish %s", session.calls, session.finish_reason)
+    return session.save(args.out)
+
+
+def _add_replay(subparsers) -> None:
+    from ros_vilasr.core.images import MAX_PIXELS_EVAL
+
+    p = subparsers.add_parser("replay", help="re-render a recorded dialogue's drawings")
+    p.add_argument("transcript", type=Path, help="JSON object or JSON-lines file with 'conversations'")
+    p.add_argument("--image", action="append", required=True, type=Path, help="the dialogue's input images")
+    p.add_argument("--record", type=int, default=0, help="which record of a multi-record file")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS_EVAL)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_replay)
+
+
+COMMANDS = [_add_tiny_model, _add_ask, _add_replay]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     for add in COMMANDS:
         add(subparsers)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     result = args.func(args)
     if result is not None:
         print(result)

@@ -29,12 +29,19 @@ TURN = (
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "ros_vilasr.cli", "tiny-model", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     # Last line: the output path (imported libraries, e.g. DeepSpeed, may log to stdout first).
     assert proc.stdout.strip().splitlines()[-1] == str(out)
@@ -52,12 +59,20 @@ def _chat(images=(None, None)) -> list[dict]:
         return {"type": "image"} if im is None else {"type": "image", "image": im}
 
     return [
-        {"role": "user", "content": [
-            image(images[0]), {"type": "text", "text": "The index of the given image is 1 (width: 196, height: 140)."},
-            image(images[1]), {"type": "text", "text": "The index of the given image is 2 (width: 112, height: 84).\n"
-                                                       "Which object is closer, A. chair or B. table?"},
-        ]},
-    ]  # fmt: skip
+        {
+            "role": "user",
+            "content": [
+                image(images[0]),
+                {"type": "text", "text": "The index of the given image is 1 (width: 196, height: 140)."},
+                image(images[1]),
+                {
+                    "type": "text",
+                    "text": "The index of the given image is 2 (width: 112, height: 84).\n"
+                    "Which object is closer, A. chair or B. table?",
+                },
+            ],
+        },
+    ]
 
 
 def _inputs(processor, images):
@@ -79,7 +94,9 @@ def test_generate_with_two_images(tiny_dir):
     assert tok.convert_tokens_to_ids("<|vision_end|>") == cfg.vision_end_token_id
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.eos_token_id == im_end and im_end in model.generation_config.eos_token_id
-    assert tok.pad_token_id == model.generation_config.pad_token_id == tok.convert_tokens_to_ids("<|endoftext|>")
+    assert (
+        tok.pad_token_id == model.generation_config.pad_token_id == tok.convert_tokens_to_ids("<|endoftext|>")
+    )
     assert len(tok) <= cfg.text_config.vocab_size <= 2048
 
     images = _images()
@@ -110,14 +127,18 @@ def test_generate_with_two_images(tiny_dir):
 
 def test_tokenizer_round_trips_protocol_text(tiny_dir):
     tok = load_processor(tiny_dir).tokenizer
-    answer = "<think> Both boxes look right: the chair is closer. </think>\nAction: Answer\n<answer>B</answer>"
+    answer = (
+        "<think> Both boxes look right: the chair is closer. </think>\nAction: Answer\n<answer>B</answer>"
+    )
     for s in (TURN, answer, "Path Tracer start_point_2d end_point_2d [0, 0] [448, 336] 3.14\tÜnïcödé 🙂\n\n"):
         ids = tok.encode(s, add_special_tokens=False)
         assert tok.decode(ids) == s
         assert len(ids) < len(s)
     chatml = f"<|im_start|>assistant\n{answer}<|im_end|>\n"
     ids = tok.encode(chatml, add_special_tokens=False)
-    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and tok.convert_tokens_to_ids("<|im_end|>") in ids
+    assert (
+        ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and tok.convert_tokens_to_ids("<|im_end|>") in ids
+    )
     assert tok.decode(ids) == chatml
     assert tok.decode(ids, skip_special_tokens=True) == f"assistant\n{answer}\n"
 
@@ -148,28 +169,57 @@ def _make_stock_like(src: Path, dst: Path) -> None:
     (dst / "chat_template.jinja").unlink()
     (dst / "processor_config.json").unlink()
     ip = json.loads((src / "processor_config.json").read_text())["image_processor"]
-    (dst / "preprocessor_config.json").write_text(json.dumps({
-        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-        "image_mean": ip["image_mean"], "image_std": ip["image_std"],
-        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
-    }, indent=2))  # fmt: skip
+    (dst / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "min_pixels": 3136,
+                "max_pixels": 12845056,
+                "patch_size": 14,
+                "temporal_patch_size": 2,
+                "merge_size": 2,
+                "image_mean": ip["image_mean"],
+                "image_std": ip["image_std"],
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "processor_class": "Qwen2_5_VLProcessor",
+            },
+            indent=2,
+        )
+    )
     (dst / "chat_template.json").write_text(json.dumps({"chat_template": template}, indent=2))
     tj = json.loads((dst / "tokenizer.json").read_text())
     (dst / "vocab.json").write_text(json.dumps(tj["model"]["vocab"], ensure_ascii=False))
     merges = [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]]
     (dst / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     added = {
-        str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+        str(t["id"]): {
+            k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
+        }
         for t in tj["added_tokens"]
     }
-    (dst / "tokenizer_config.json").write_text(json.dumps({
-        "add_bos_token": False, "add_prefix_space": False, "added_tokens_decoder": added,
-        "additional_special_tokens": [t["content"] for t in tj["added_tokens"] if t["content"].startswith("<|")][1:14],
-        "bos_token": None, "chat_template": template, "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 131072, "pad_token": "<|endoftext|>",
-        "processor_class": "Qwen2_5_VLProcessor", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": None,
-    }, indent=2))  # fmt: skip
+    (dst / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": False,
+                "add_prefix_space": False,
+                "added_tokens_decoder": added,
+                "additional_special_tokens": [
+                    t["content"] for t in tj["added_tokens"] if t["content"].startswith("<|")
+                ][1:14],
+                "bos_token": None,
+                "chat_template": template,
+                "clean_up_tokenization_spaces": False,
+                "eos_token": "<|im_end|>",
+                "errors": "replace",
+                "model_max_length": 131072,
+                "pad_token": "<|endoftext|>",
+                "processor_class": "Qwen2_5_VLProcessor",
+                "split_special_tokens": False,
+                "tokenizer_class": "Qwen2Tokenizer",
+                "unk_token": None,
+            },
+            indent=2,
+        )
+    )
     # transformers 4.x config.json: text settings flat at the top, M-RoPE under rope_scaling.
     cfg = json.loads((dst / "config.json").read_text())
     text = cfg.pop("text_config")
@@ -178,8 +228,12 @@ def _make_stock_like(src: Path, dst: Path) -> None:
         text.pop(k, None)
     cfg.update(text)
     cfg.pop("dtype", None)
-    cfg.update(torch_dtype="float32", rope_theta=rope["rope_theta"], transformers_version="4.49.0",
-               rope_scaling={"type": "mrope", "mrope_section": rope["mrope_section"]})  # fmt: skip
+    cfg.update(
+        torch_dtype="float32",
+        rope_theta=rope["rope_theta"],
+        transformers_version="4.49.0",
+        rope_scaling={"type": "mrope", "mrope_section": rope["mrope_section"]},
+    )
     vision = cfg["vision_config"]
     vision.pop("rope_parameters", None)
     vision.update(in_chans=3, spatial_patch_size=vision["patch_size"])
@@ -223,7 +277,7 @@ def test_load_processor_pixel_overrides(tiny_dir):
     for processor, max_tokens in ((default, 448), (rl, 256)):
         grid = processor.image_processor(images=[big], return_tensors="pt")["image_grid_thw"][0]
         assert int(grid.prod()) // 4 <= max_tokens
-        assert grid[1] * 9 // 16 <= grid[2]  # aspect ratio kept (16:9, landscape)
+        assert abs(float(grid[2] / grid[1]) - 16 / 9) < 0.15  # aspect ratio kept (grid is t, h, w)
     small = Image.new("RGB", (40, 30))
     grid = rl.image_processor(images=[small], return_tensors="pt")["image_grid_thw"][0]
     assert int(grid[1] * grid[2]) * 14 * 14 >= 12544  # upscaled to min_pixels

@@ -8,13 +8,10 @@ identical on every machine, with or without torchvision.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from transformers import AutoTokenizer, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-logger = logging.getLogger(__name__)
 
 
 class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
@@ -26,7 +23,9 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         kwargs.pop("video_processor", None)
-        super().__init__(image_processor, tokenizer, video_processor=None, chat_template=chat_template, **kwargs)
+        super().__init__(
+            image_processor, tokenizer, video_processor=None, chat_template=chat_template, **kwargs
+        )
 
 
 def load_processor(
@@ -38,9 +37,10 @@ def load_processor(
     """
     path = str(path)
     # AutoProcessor.from_pretrained is no help here: without torchvision it returns only the
-    # tokenizer (our checkpoints, whose processor_class is the subclass above) or raises "Can't load
-    # video processor" (stock Qwen checkpoints); with torchvision its image processor is not the PIL
-    # one. So build the image-only processor from its parts, the same way for every checkpoint.
+    # tokenizer (our checkpoints, whose processor_class is the subclass above) or raises ImportError
+    # "Qwen2VLVideoProcessor requires the Torchvision library" (stock Qwen checkpoints); with
+    # torchvision its image processor is not the PIL one. So build the image-only processor from its
+    # parts, the same way for every checkpoint.
     sizes = {"min_pixels": min_pixels, "max_pixels": max_pixels}
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(
         path, **{k: v for k, v in sizes.items() if v is not None}
@@ -48,4 +48,6 @@ def load_processor(
     tokenizer = AutoTokenizer.from_pretrained(path)
     processor_dict, _ = Qwen2_5_VLImageOnlyProcessor.get_processor_dict(path)
     chat_template = processor_dict.get("chat_template") or tokenizer.chat_template
-    return Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    return Qwen2_5_VLImageOnlyProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+    )

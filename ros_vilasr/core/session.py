@@ -9,7 +9,9 @@ the node, evaluation and every training stage run exactly this logic.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
@@ -221,3 +223,13 @@ class Session:
                 "error": self.error, "calls": self.calls, "images": len(self.images),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "steps": self.trace(), "conversations": self.conversations()}
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write every image of the dialogue (``images/image_{i}.png``, inputs first, counted from
+        0 like the original's sample folders) and ``trace.json``."""
+        out = Path(out_dir)
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(self.images):
+            image.save(out / "images" / f"image_{i}.png")
+        (out / "trace.json").write_text(json.dumps(self.summary(), indent=2, ensure_ascii=False))
+        return out

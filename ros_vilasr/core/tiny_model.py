@@ -13,33 +13,35 @@ import logging
 import random
 from pathlib import Path
 
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 CHAT_TEMPLATE_PATH = Path(__file__).parent / "data" / "qwen2_5_vl_chat_template.jinja"
 
 # Qwen2.5-VL's added tokens in the stock order (ids 151643.. there, BPE size.. here). The two
 # tool-call tags are added but not special, as in the stock tokenizer.
-QWEN_ADDED_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
-    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>",
-)  # fmt: skip
+QWEN_ADDED_TOKENS = _split(
+    "<|endoftext|> <|im_start|> <|im_end|> <|object_ref_start|> <|object_ref_end|> <|box_start|> "
+    "<|box_end|> <|quad_start|> <|quad_end|> <|vision_start|> <|vision_end|> <|vision_pad|> "
+    "<|image_pad|> <|video_pad|> <tool_call> </tool_call> <|fim_prefix|> <|fim_middle|> "
+    "<|fim_suffix|> <|fim_pad|> <|repo_name|> <|file_sep|>"
+)
 BPE_VOCAB_SIZE = 1000  # byte alphabet (256) + merges, before the added tokens
 MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 448 * 28 * 28  # 3136, 351232 (evaluation setting)
 
 logger = logging.getLogger(__name__)
 
-_LABELS = (
-    "chair", "table", "sofa", "bed", "door", "window", "lamp", "tv", "refrigerator", "sink", "toilet",
-    "cabinet", "shelf", "desk", "plant", "box", "car", "person", "dog", "cup", "start", "goal",
-    "path 1", "red square", "blue circle", "wall", "stairs", "monitor", "bottle", "backpack",
-)  # fmt: skip
-_WORDS = (
-    "left", "right", "above", "below", "front", "behind", "near", "far", "closer", "farther",
-    "north", "south", "east", "west", "forward", "backward", "rotate", "up", "down", "between",
-    "center", "corner", "distance", "meters", "size", "height", "width", "length", "direction",
-    "view", "camera", "frame", "image", "room", "maze", "route", "turn", "straight", "object",
-)  # fmt: skip
+_LABELS = _split(
+    "chair table sofa bed door window lamp tv refrigerator sink toilet cabinet shelf desk plant box "
+    "car person dog cup start goal wall stairs monitor bottle backpack"
+) + ("path 1", "red square", "blue circle")
+_WORDS = _split(
+    "left right above below front behind near far closer farther north south east west forward "
+    "backward rotate up down between center corner distance meters size height width length direction "
+    "view camera frame image room maze route turn straight object"
+)
 _SENTENCES = (
     "You are a helpful assistant that solves spatial reasoning problems step by step.",
     "You can use two visualization tools: Object Mapper draws bounding boxes and Path Tracer draws lines.",
@@ -61,7 +63,7 @@ _SENTENCES = (
     "If I am standing by the door and facing the window, is the bed on my left or on my right?",
     "Measuring from the closest point of each object gives about two meters between them.",
     "The robot should move forward, turn left at the corner, then stop next to the shelf.",
-)  # fmt: skip
+)
 
 
 def _corpus(n_lines: int = 600) -> list[str]:
@@ -74,25 +76,37 @@ def _corpus(n_lines: int = 600) -> list[str]:
         a, b = rng.sample(_LABELS, 2)
         idx = rng.randrange(1, 12)
         if kind == 0:
-            ops = [{"index": idx, "bbox_2d": [xy(), xy(), xy(), xy()], "label": rng.choice(_LABELS)}
-                   for _ in range(rng.randrange(1, 4))]  # fmt: skip
-            lines.append(f"<think> I should locate the {a} and the {b}. </think>\nAction: Object Mapper\n"
-                         f"```json\n{json.dumps(ops)}\n```")  # fmt: skip
+            ops = [
+                {"index": idx, "bbox_2d": [xy(), xy(), xy(), xy()], "label": rng.choice(_LABELS)}
+                for _ in range(rng.randrange(1, 4))
+            ]
+            lines.append(
+                f"<think> I should locate the {a} and the {b}. </think>\nAction: Object Mapper\n"
+                f"```json\n{json.dumps(ops)}\n```"
+            )
         elif kind == 1:
             ops = [{"index": idx, "start_point_2d": [xy(), xy()], "end_point_2d": [xy(), xy()], "label": a}]
-            lines.append(f"<think> Trace a path from the {a} to the {b}. </think>\nAction: Path Tracer\n"
-                         f"```json\n{json.dumps(ops)}\n```")  # fmt: skip
+            lines.append(
+                f"<think> Trace a path from the {a} to the {b}. </think>\nAction: Path Tracer\n"
+                f"```json\n{json.dumps(ops)}\n```"
+            )
         elif kind == 2:
             ans = rng.choice(["A", "B", "C", "D", str(rng.randrange(100)), f"{rng.random() * 10:.2f}"])
-            lines.append(f"<think> The {a} is {rng.choice(_WORDS)} the {b}. </think>\nAction: Answer\n"
-                         f"<answer>{ans}</answer>")  # fmt: skip
+            lines.append(
+                f"<think> The {a} is {rng.choice(_WORDS)} the {b}. </think>\nAction: Answer\n"
+                f"<answer>{ans}</answer>"
+            )
         elif kind == 3:
-            lines.append(f"The index of the given image is {idx} (width: {xy()}, height: {xy()}). "
-                         + rng.choice(_SENTENCES))  # fmt: skip
+            lines.append(
+                f"The index of the given image is {idx} (width: {xy()}, height: {xy()}). "
+                + rng.choice(_SENTENCES)
+            )
         elif kind == 4:
-            opts = "\n".join(f"{c}. {w}" for c, w in zip("ABCD", rng.sample(_WORDS, 4)))
-            lines.append(f"Is the {a} to the {rng.choice(_WORDS)} of the {b}?\n{opts}\n"
-                         "The index of the given image is 1.")  # fmt: skip
+            opts = "\n".join(f"{c}. {w}" for c, w in zip("ABCD", rng.sample(_WORDS, 4), strict=True))
+            lines.append(
+                f"Is the {a} to the {rng.choice(_WORDS)} of the {b}?\n{opts}\n"
+                "The index of the given image is 1."
+            )
         else:
             lines.append(" ".join(rng.choice(_WORDS + _LABELS) for _ in range(12)) + ".")
     return lines
@@ -106,10 +120,12 @@ def build_tokenizer():
 
     bpe = Tokenizer(BPE())
     bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=BPE_VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
@@ -122,10 +138,18 @@ def build_tokenizer():
         for i, t in enumerate(QWEN_ADDED_TOKENS)
     }
     return Qwen2Tokenizer(
-        vocab=vocab, merges=merges, added_tokens_decoder=added, unk_token=None, bos_token=None,
-        eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=32768,
-        clean_up_tokenization_spaces=False, errors="replace", split_special_tokens=False,
-    )  # fmt: skip
+        vocab=vocab,
+        merges=merges,
+        added_tokens_decoder=added,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+        errors="replace",
+        split_special_tokens=False,
+    )
 
 
 def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
@@ -145,20 +169,38 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
 
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768,
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-            bos_token_id=eot, eos_token_id=im_end, pad_token_id=eot,
+            bos_token_id=eot,
+            eos_token_id=im_end,
+            pad_token_id=eot,
         ),
         vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1],
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
             tokens_per_second=2,
         ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True, dtype="float32",
-    )  # fmt: skip
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+        dtype="float32",
+    )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
@@ -170,9 +212,41 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
         min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
     )
     processor = Qwen2_5_VLImageOnlyProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE_PATH.read_text("utf-8")
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE_PATH.read_text("utf-8"),
     )
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     logger.info("tiny model written to %s", out_dir)
     return out_dir
+
+
+def teach(model, processor, dialogues, steps: int = 150, lr: float = 3e-3, seed: int = 0) -> list[float]:
+    """Fine-tune ``model`` on finished sessions (``Session`` objects) until it reproduces their
+    assistant turns: a few seconds for the tiny model. For tests and demos of the real loop; the
+    training package does the real thing with TRL. Returns the loss per step."""
+    import torch
+
+    from .encoding import encode_dialogue
+
+    torch.manual_seed(seed)
+    batches = []
+    for session in dialogues:
+        enc = encode_dialogue(processor, session.messages, session.images)
+        inputs = enc.model_inputs()
+        labels = inputs["input_ids"].clone()
+        labels[0, torch.tensor(enc.loss_mask) == 0] = -100
+        batches.append(inputs | {"labels": labels})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for step in range(steps):
+        batch = batches[step % len(batches)]
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
