@@ -2,8 +2,10 @@
 
 For demos without a GPU, for debugging a robot integration against a known dialogue, and for
 tests. A transcript is a JSON object with ``conversations`` (or one JSON line of an original
-ViLaSR results file); a file may hold one object, a list, or JSON lines. When a transcript
-records its ``question``, requests are matched to it by question text, otherwise by order.
+ViLaSR results file); a file may hold one object, a list, or JSON lines. A request is matched to
+the transcript whose ``id`` equals the session's key (evaluation keys sessions by item id, so
+questions with the same text stay apart), else to the one recording the same ``question`` text,
+else by order.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ReplayEngine:
         if not transcripts:
             raise ValueError("replay needs at least one transcript")
         self.transcripts = transcripts
+        self._by_id = {str(t["id"]): t for t in transcripts if t.get("id") is not None}
         self._by_question = {t["question"].strip(): t for t in transcripts if t.get("question")}
         self._assigned: dict[str, list[str]] = {}  # session key → its remaining turns
         self._next = 0
@@ -52,7 +55,7 @@ class ReplayEngine:
 
     def _turns_for(self, request: Request) -> list[str]:
         if request.key not in self._assigned:
-            transcript = self._by_question.get(request.question.strip())
+            transcript = self._by_id.get(request.key) or self._by_question.get(request.question.strip())
             if transcript is None:
                 transcript = self.transcripts[self._next % len(self.transcripts)]
                 self._next += 1

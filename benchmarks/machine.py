@@ -1,0 +1,41 @@
+"""The machine a benchmark ran on, recorded next to every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def describe() -> dict:
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "ram_gib": round(mem_gib, 1),
+        "os": platform.platform(), "python": platform.python_version(),
+        "packages": {d: _version(d) for d in ("torch", "transformers", "pillow", "ros-rclpy",
+                                               "ros-rmw-fastrtps-cpp")},
+    }
+
+
+def markdown(info: dict) -> str:
+    pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    return (f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, {info['os']}, "
+            f"Python {info['python']}; {pk}.")

@@ -1,0 +1,214 @@
+"""From oracle plans to files: evaluation items (spec §8, ViLaSR-eval) and training trajectories
+(ViLaSR-data ShareGPT records), with every drawn image rendered by the core.
+
+A task generator (maze, scene) yields ``SynthTask``s: input images already in the model's grid,
+the question, the ground truth and the oracle's assistant turns. The turns are played through real
+``Session``s with the replay engine, so drawn images, feedback turns and image indices come from the
+core itself; the oracle only predicts the indices (to refer to its own drawings) and that
+prediction is checked against what the session did.
+
+Output is byte-identical for identical tasks: PNGs without metadata at a fixed compression level,
+JSON with sorted keys, nothing time-dependent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ros_vilasr.core import protocol
+from ros_vilasr.core.driver import run_sessions
+from ros_vilasr.core.engines.replay import ReplayEngine
+from ros_vilasr.core.images import MAX_PIXELS_EVAL, MAX_PIXELS_TRAIN, resized_size
+from ros_vilasr.core.render import targets_in_order
+from ros_vilasr.core.scoring import rl_accuracy, score_answer
+from ros_vilasr.core.session import Budget, Session
+
+log = logging.getLogger(__name__)
+
+EVAL_FILE = "eval.json"
+TRAJECTORIES_FILE = "trajectories.json"
+CHUNK = 32  # sessions rendered at once: bounds memory for large n
+
+
+@dataclass
+class SynthTask:
+    id: str
+    question: str
+    options: list[str] | None
+    problem_type: str
+    answer: str
+    sub_task: str
+    images: list[Image.Image]  # inputs, sized so the model's smart resize leaves them unchanged
+    turns: list[str]  # the oracle's assistant turns
+    expected_new_images: list[list[int]]  # per turn, the 1-based indices its drawings must get
+    reflective: bool = False
+    kind: str = "single"  # single | video | views
+    grid_size: int | None = None
+
+    @property
+    def data_type(self) -> str:
+        if len(self.images) == 1:
+            return "single_view"
+        return "video" if self.kind == "video" else "multi_view"
+
+
+def model_grid_size(width: int, height: int) -> tuple[int, int]:
+    """Size the model sees, checked to be the same at evaluation and training resolution: one
+    trajectory then serves both. Generators render their images at exactly this size."""
+    size = resized_size(width, height, MAX_PIXELS_EVAL)
+    if resized_size(width, height, MAX_PIXELS_TRAIN) != size:
+        raise ValueError(f"{width}x{height} is resized differently at evaluation and training resolution")
+    return size
+
+
+def box_op(index: int, bbox, label: str) -> dict:
+    return {"index": index, "bbox_2d": [round(v) for v in bbox], "label": label}
+
+
+def line_op(index: int, start, end, label: str) -> dict:
+    return {"index": index, "start_point_2d": [round(v) for v in start],
+            "end_point_2d": [round(v) for v in end], "label": label}
+
+
+class OracleDialogue:
+    """Writes the oracle's turns in the protocol's format (spec §1) and tracks the image indices
+    the core will give to each drawing (spec §2), using the core's own target ordering."""
+
+    def __init__(self, n_inputs: int):
+        self.n_images = n_inputs
+        self.turns: list[str] = []
+        self.expected_new_images: list[list[int]] = []
+
+    def draw(self, thought: str, tool: str, ops: list[dict]) -> list[int]:
+        """Add a drawing step; returns the indices of the images it creates."""
+        body = "[\n" + ",\n".join("  " + json.dumps(op) for op in ops) + "\n]"
+        text = f"<think>{thought}</think>\nAction: {tool}\n```json\n{body}\n```"
+        n_new = len(targets_in_order(protocol.parse_turn(text).ops))
+        new = list(range(self.n_images + 1, self.n_images + 1 + n_new))
+        self.n_images += n_new
+        self.turns.append(text)
+        self.expected_new_images.append(new)
+        return new
+
+    def answer(self, thought: str, answer: str) -> None:
+        self.turns.append(f"<think>{thought}</think>\nAction: Answer\n<answer>{answer}</answer>")
+        self.expected_new_images.append([])
+
+
+def option_letters(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
+
+
+def multiple_choice(rng, correct: str, distractors: list[str]) -> tuple[list[str], str]:
+    """Options "A. ..." with the correct one at a random position; returns (options, letter)."""
+    choices = [correct, *distractors]
+    order = rng.permutation(len(choices))
+    shuffled = [choices[i] for i in order]
+    letters = option_letters(len(shuffled))
+    letter = letters[shuffled.index(correct)]
+    return [f"{l}. {c}" for l, c in zip(letters, shuffled)], letter
+
+
+def is_reflective_share(index: int, share: float) -> bool:
+    """Spreads exactly floor(n * share) reflective items evenly over the first n."""
+    return int((index + 1) * share) > int(index * share)
+
+
+def _session(task: SynthTask) -> Session:
+    for im in task.images:
+        if model_grid_size(*im.size) != im.size:
+            raise ValueError(f"{task.id}: input {im.size} is not in the model's grid")
+    return Session(task.images, task.question, options=task.options or (), problem_type=task.problem_type,
+                   kind=task.kind, budget=Budget.evaluation(task.sub_task), max_pixels=MAX_PIXELS_TRAIN,
+                   key=task.id)
+
+
+def _check(task: SynthTask, session: Session) -> None:
+    """An oracle trajectory must be exactly what the oracle planned, well formed and correct."""
+    problems = []
+    if session.finish_reason != "answer":
+        problems.append(f"finished with {session.finish_reason} ({session.error})")
+    if [s.new_images for s in session.steps] != task.expected_new_images:
+        problems.append(f"image indices {[s.new_images for s in session.steps]} "
+                        f"!= planned {task.expected_new_images}")
+    if not protocol.format_ok(session.assistant_turns):
+        problems.append("format reward 0")
+    if score_answer(session.answer, task.answer, task.problem_type) != 1.0:
+        problems.append(f"answer {session.answer!r} does not score 1 against {task.answer!r}")
+    if rl_accuracy(session.answer, task.answer, task.problem_type) != 1.0:
+        problems.append("RL accuracy below 1")
+    steps = [protocol.parse_turn(t).ops for t in session.assistant_turns]
+    if protocol.is_reflective(steps) != task.reflective:
+        problems.append(f"is_reflective != {task.reflective}")
+    if problems:
+        raise RuntimeError(f"oracle trajectory {task.id}: " + "; ".join(problems))
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    # No metadata and a fixed compression level: the same pixels give the same bytes.
+    image.save(path, format="PNG", compress_level=6, optimize=False)
+
+
+def _records(task: SynthTask, session: Session, out: Path) -> tuple[dict, dict]:
+    inputs = []
+    for k, image in enumerate(task.images, start=1):
+        rel = f"images/{task.id}_{k}.png"
+        _save_png(image, out / rel)
+        inputs.append(rel)
+    drawn = []
+    for n in range(len(task.images) + 1, len(session.images) + 1):
+        rel = f"drawn/{task.id}_{n}.png"
+        _save_png(session.images[n - 1], out / rel)
+        drawn.append(rel)
+    item = {"id": task.id, "question": task.question, "options": task.options,
+            "problem_type": task.problem_type, "answer": task.answer, "image_path": inputs,
+            "data_type": task.data_type, "original_question_type": task.sub_task,
+            "grid_size": task.grid_size}
+    trajectory = {"id": task.id, "question": task.question, "options": task.options,
+                  "problem_type": task.problem_type, "answer": task.answer,
+                  "original_question_type": task.sub_task, "reflective": task.reflective,
+                  "conversations": session.conversations(), "images": inputs + drawn}
+    return item, trajectory
+
+
+def _chunks(tasks: Iterable[SynthTask], size: int) -> Iterator[list[SynthTask]]:
+    it = iter(tasks)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def write_dataset(tasks: Iterable[SynthTask], out_dir: str | Path, total: int | None = None) -> dict:
+    """Render every task's oracle trajectory through the core, check it, and write
+    ``eval.json``, ``trajectories.json``, ``images/`` (inputs) and ``drawn/`` (drawings)."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "drawn").mkdir(parents=True, exist_ok=True)
+    items, trajectories = [], []
+    with tqdm(total=total, desc="oracle trajectories", unit="item") as bar:
+        for chunk in _chunks(tasks, CHUNK):
+            sessions = [_session(t) for t in chunk]
+            engine = ReplayEngine([{"id": t.id, "conversations": [
+                {"role": "assistant", "content": turn} for turn in t.turns]} for t in chunk])
+            run_sessions(sessions, engine)
+            for task, session in zip(chunk, sessions):
+                _check(task, session)
+                item, trajectory = _records(task, session, out)
+                items.append(item)
+                trajectories.append(trajectory)
+            bar.update(len(chunk))
+    for name, data in ((EVAL_FILE, items), (TRAJECTORIES_FILE, trajectories)):
+        (out / name).write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+    stats = {"items": len(items), "reflective": sum(t["reflective"] for t in trajectories),
+             "drawn_images": sum(len(t["images"]) for t in trajectories) - sum(len(i["image_path"]) for i in items)}
+    log.info("wrote %d items (%d reflective trajectories, %d drawn images) to %s",
+             stats["items"], stats["reflective"], stats["drawn_images"], out)
+    return stats

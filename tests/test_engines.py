@@ -1,0 +1,122 @@
+"""The openai engine over real HTTP against a local server; the vLLM adapter's request building
+without vLLM (vLLM runs on GPU machines only)."""
+
+import base64
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from ros_vilasr.core import chat
+from ros_vilasr.core.driver import run_sessions
+from ros_vilasr.core.engines import create_engine
+from ros_vilasr.core.engines.vllm import build_prompt, engine_args, sampling_args
+from ros_vilasr.core.session import Reply, Session
+
+DRAW = ('<think>box</think>\nAction: Object Mapper\n```json\n'
+        '[{"index": 1, "bbox_2d": [1, 2, 30, 40], "label": "cup"}]\n```')
+ANSWER = "<think>done</think>\nAction: Answer\n<answer>B</answer>"
+
+
+class FakeChatServer(BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible server: a test double for vLLM/SGLang serving the model (no GPU
+    or model server can run here). It records every request and answers from a script."""
+
+    script: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        reply = type(self).script.pop(0)
+        if isinstance(reply, int):
+            self.send_response(reply)
+            self.end_headers()
+            self.wfile.write(b"overloaded")
+            return
+        data = json.dumps({"choices": [{"message": {"content": reply[0]}, "finish_reason": reply[1]}],
+                           "usage": {"prompt_tokens": 100, "completion_tokens": 7}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeChatServer)
+    FakeChatServer.seen = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    thread.join()
+
+
+def session():
+    return Session([Image.new("RGB", (280, 224), (0, 128, 255))], "Which side?", options=["A. l", "B. r"],
+                   problem_type="multiple choice")
+
+
+def test_openai_engine_multi_turn_over_http(server):
+    FakeChatServer.script = [(DRAW, "stop"), (ANSWER, "stop")]
+    engine = create_engine("openai", "vilasr-7b", base_url=server, api_key="k", temperature=0.5, top_p=0.8)
+    s = session()
+    run_sessions([s], engine)
+    assert (s.finish_reason, s.answer, s.prompt_tokens, s.completion_tokens) == ("answer", "B", 200, 14)
+    first, second = FakeChatServer.seen
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer k"
+    body = second["body"]
+    assert (body["model"], body["temperature"], body["top_p"]) == ("vilasr-7b", 0.5, 0.8)
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["messages"][2]["content"] == DRAW
+    urls = [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
+            for p in m["content"] if p["type"] == "image_url"]
+    assert len(urls) == 2
+    drawn = Image.open(io.BytesIO(base64.b64decode(urls[1].split(",", 1)[1])))
+    assert drawn.size == (280, 224) and drawn.getpixel((1, 20)) == (255, 0, 0)  # the box it drew
+
+
+def test_openai_engine_errors_and_length(server):
+    FakeChatServer.script = [503, ("<think>cut", "length")]
+    engine = create_engine("openai", "m", base_url=server)
+    a, b = session(), session()
+    run_sessions([a], engine)
+    run_sessions([b], engine)
+    assert a.finish_reason == "engine_error" and "HTTP 503" in a.error
+    assert b.finish_reason == "length"
+    dead = create_engine("openai", "m", base_url="http://127.0.0.1:9/v1", timeout_s=2)
+    c = session()
+    run_sessions([c], dead)
+    assert c.finish_reason == "engine_error" and "failed" in c.error
+
+
+def test_vllm_request_building_without_vllm():
+    s = session()
+    s.submit(Reply(DRAW))
+    prompt = build_prompt(s.request())
+    assert prompt["prompt"] == chat.render(s.messages, add_generation_prompt=True)
+    assert prompt["prompt"].count("<|image_pad|>") == 2 and prompt["prompt"].endswith("<|im_start|>assistant\n")
+    assert prompt["multi_modal_data"]["image"] == s.images
+    args = engine_args("ckpt", max_images=45)
+    assert args["enable_prefix_caching"] and args["limit_mm_per_prompt"] == {"image": 45}
+    assert args["mm_processor_kwargs"]["max_pixels"] == 351232
+    assert sampling_args(s.request(), 0.75, 0.9, 1)["temperature"] == 0.75
+    greedy = sampling_args(s.request(), 0, 0.9, None)
+    assert (greedy["temperature"], greedy["top_p"]) == (0.0, 1.0)
+    with pytest.raises(ImportError):
+        create_engine("vllm", "ckpt")  # imported only when chosen; absent on CPU machines
+
+
+def test_unknown_engine_and_missing_model():
+    with pytest.raises(ValueError, match="unknown engine"):
+        create_engine("tensorrt", "m")
+    with pytest.raises(ValueError):
+        create_engine("replay", None)
