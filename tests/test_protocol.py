@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ros_vilasr.core.protocol import (
-    ANSWER, OBJECT_MAPPER, PATH_TRACER, Box, Line, extract_answer, format_ok, is_reflective,
+    ANSWER,
+    OBJECT_MAPPER,
+    PATH_TRACER,
+    Box,
+    Line,
+    extract_answer,
+    format_ok,
+    is_reflective,
     parse_turn,
 )
 
@@ -34,13 +41,15 @@ ANSWER_TURN = "<think>So it is left.</think>\nAction: Answer\n<answer> B </answe
      '"label": "a"}]', OBJECT_MAPPER, [Box(1, "a", (1, 2, 3, 4))], None),
     # several blocks, one broken: the broken one is dropped
     ('<think>t</think>\nAction: Object Mapper\n```json\n[{"index": 1, "bbox_2d": [1, 2, 3, 4], "label": "a"}]\n'
-     '```\n```json\n[{"index": 1, oops\n```\n```json\n{"index": 1, "bbox_2d": [5, 6, 7, 8], "label": "b"}\n```',
+     '```\n```json\n[{"index": 1, oops\n```\n'
+     '```json\n{"index": 1, "bbox_2d": [5, 6, 7, 8], "label": "b"}\n```',
      OBJECT_MAPPER, [Box(1, "a", (1, 2, 3, 4)), Box(1, "b", (5, 6, 7, 8))], None),
     # invalid items are ignored: strings for numbers, NaN, bool index, wrong arity, no label
     ('<think>t</think>\nAction: Object Mapper\n```json\n[{"index": 1, "bbox_2d": ["1", 2, 3, 4], "label": "s"},'
      '{"index": 1, "bbox_2d": [NaN, 2, 3, 4], "label": "n"}, {"index": true, "bbox_2d": [1, 2, 3, 4], "label": "t"},'
      '{"index": 1, "bbox_2d": [1, 2, 3], "label": "w"}, {"index": 1, "bbox_2d": [1, 2, 3, 4]},'
-     '{"index": 1, "bbox_2d": [1e308, 2, 3, 4], "label": "h"}, {"index": 1.0, "bbox_2d": [-5, 2, 3, 4], "label": "ok"}]\n```',
+     '{"index": 1, "bbox_2d": [1e308, 2, 3, 4], "label": "h"},'
+     '{"index": 1.0, "bbox_2d": [-5, 2, 3, 4], "label": "ok"}]\n```',
      OBJECT_MAPPER, [Box(1, "ok", (-5, 2, 3, 4))], None),
     # no eval: a call inside the block is not a literal
     ("<think>t</think>\nAction: Object Mapper\n```json\n__import__('os').system('true')\n```",
@@ -58,7 +67,8 @@ def test_parse_table(text, action, ops, answer):
 
 
 def test_dropped_items_are_reported():
-    turn = parse_turn('<think>t</think>\nAction: Object Mapper\n```json\n[{"index": "1", "bbox_2d": [1,2,3,4], "label": "a"}]\n```')
+    turn = parse_turn('<think>t</think>\nAction: Object Mapper\n```json\n'
+                      '[{"index": "1", "bbox_2d": [1,2,3,4], "label": "a"}]\n```')
     assert turn.ops == [] and "index is not an integer" in turn.problems[0]
 
 

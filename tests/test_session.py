@@ -61,13 +61,9 @@ def test_multi_turn_multi_image_indices_and_trace():
 
 def test_single_image_prompt_and_system_prompt_size():
     s = session(1)
-    assert texts_end(user_texts(s)[0], "The index of the given image is 1.\n" + prompts.BEGIN)
+    assert user_texts(s)[0].endswith("The index of the given image is 1.\n" + prompts.BEGIN)
     assert "(0, 0)" in s.messages[0]["content"] and "(560, 420)" in s.messages[0]["content"]
     assert "Answer with the option's letter" in user_texts(s)[0]
-
-
-def texts_end(text, suffix):
-    return text.endswith(suffix)
 
 
 def test_answer_now_text_one_call_before_budget():

@@ -205,9 +205,15 @@ def parse_turn(text: str) -> ParsedTurn:
     return turn
 
 
-def extract_answer(text: str) -> str:
-    """Text between the first <answer>…</answer>, trimmed; the whole text if there is none."""
-    text = text or ""
+def extract_answer(text) -> str:
+    """Text between the first <answer>…</answer>, trimmed; the whole text if there is none.
+    ``None`` gives ""; bytes and other values are converted. Never raises."""
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    elif not isinstance(text, str):
+        text = str(text)
     m = _ANSWER.search(text)
     return (m.group(1) if m else text).strip()
 

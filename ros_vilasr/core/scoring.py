@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from .protocol import extract_answer
+
 __all__ = [
     "PROBLEM_TYPES",
     "BENCHMARKS",
@@ -76,31 +78,6 @@ PROBLEM_TYPES = ("multiple choice", "numerical", "regression", "free-form", "vci
 # --------------------------------------------------------------------------- #
 # Answer extraction and number parsing
 # --------------------------------------------------------------------------- #
-
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
-def extract_answer(text: Any) -> str:
-    """Final answer of a model turn (spec section 3).
-
-    The text between the first ``<answer>`` and the next ``</answer>``, stripped;
-    if there is no such pair, the whole text stripped.  ``None`` -> ``""``;
-    non-strings are converted with ``str()``.  Never raises.
-    """
-    if text is None:
-        return ""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    elif not isinstance(text, str):
-        try:
-            text = str(text)
-        except Exception:  # pragma: no cover - pathological __str__
-            return ""
-    m = _ANSWER_RE.search(text)
-    if m:
-        return m.group(1).strip()
-    return text.strip()
-
 
 # A plain decimal number: optional sign, digits with optional fraction (or a
 # leading-dot fraction), optional exponent.  No nan/inf, no underscores, no units.
