@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ros_vilasr.core.engines import ENGINES
-from ros_vilasr.core.images import MAX_PIXELS_EVAL, MIN_PIXELS
-
+# Mirrors of core constants, kept here so reading this table imports nothing heavy (the core
+# pulls in transformers); tests/test_node_units.py checks they agree with the core.
+ENGINES = ("transformers", "vllm", "openai", "replay")
+MIN_PIXELS = 4 * 28 * 28
+MAX_PIXELS_EVAL = 448 * 28 * 28
 # The published ViLaSR-7B weights (full fine-tune of Qwen2.5-VL-7B-Instruct) on the Hugging Face hub.
 DEFAULT_MODEL = "AntResearchNLP/ViLaSR"
 RELIABILITIES = ("best_effort", "reliable")

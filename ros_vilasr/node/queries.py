@@ -1,0 +1,206 @@
+"""Query plumbing without ROS: the single reasoning worker, typed answers, engine arguments.
+
+The node stays a thin adapter: it turns goals and ``~/ask`` messages into ``Job``s, and a
+``QueryWorker`` runs them one at a time on its own thread (never on the executor), with a hard
+bound on how many may be pending so camera traffic and callers never back up without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ros_vilasr.core.scoring import parse_number
+
+log = logging.getLogger(__name__)
+
+SELECT_LATEST, SELECT_WINDOW = 0, 1
+PROBLEM_TYPES = ("", "multiple choice", "numerical", "regression", "free-form")
+
+
+class QueryRejected(ValueError):
+    """A query the node will not run; the message is the reason given to the caller."""
+
+
+@dataclass
+class Job:
+    question: str
+    frames: list  # keyframes.Frame, in image order
+    options: list[str] = field(default_factory=list)
+    problem_type: str = ""
+    kind: str = "single"  # single | video | views (core.prompts)
+    max_calls: int = 0  # 0 = the node's
+    on_step: Callable[[Job, Any, Any], None] | None = None  # (job, session, step)
+    on_done: Callable[[Job], None] | None = None
+    feedback: Callable[[Any], None] | None = None  # an action goal's publish_feedback
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    session: Any = None  # core.session.Session once started
+    error: str | None = None
+    accepted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        if self.session is not None and self.session.finish_reason:
+            return self.session.finish_reason
+        if self.error is not None:
+            return "error"
+        return "cancelled" if self.cancel.is_set() else "error"
+
+    @property
+    def latency_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.accepted
+
+
+class QueryWorker:
+    """Runs jobs one at a time on a worker thread; at most ``max_pending`` queued + running."""
+
+    def __init__(self, run: Callable[[Job], None], max_pending: int, name: str = "vilasr-worker"):
+        self.run = run  # builds and drives the session; called on the worker thread
+        self.max_pending = max_pending
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._running: Job | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def running(self) -> Job | None:
+        return self._running
+
+    def reserve(self) -> bool:
+        """Claim a pending slot (False when full or stopped); pair with submit() or release()."""
+        with self._lock:
+            if self._stopped or self._pending >= self.max_pending:
+                return False
+            self._pending += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def submit(self, job: Job) -> None:
+        """Queue a job whose slot was reserved; a stopped worker ends it as cancelled at once."""
+        with self._lock:
+            if not self._stopped:
+                self._queue.put(job)
+                return
+        job.cancel.set()
+        self._finish(job)
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if not job.cancel.is_set():
+                self._running = job
+                job.started = time.monotonic()
+                try:
+                    self.run(job)
+                except Exception as exc:  # noqa: BLE001 - a failed query must not kill the worker
+                    log.exception("query %r failed", job.question)
+                    job.error = f"{type(exc).__name__}: {exc}"
+                self._running = None
+            self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        job.finished = time.monotonic()
+        with self._lock:
+            self._pending -= 1  # before done: a caller told "done" may submit again at once
+        if job.on_done is not None:
+            try:
+                job.on_done(job)
+            except Exception:  # noqa: BLE001
+                log.exception("publishing the result of %r failed", job.question)
+        job.done.set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Cancel the running and queued jobs, finish them, end the thread (True if it ended)."""
+        with self._lock:
+            self._stopped = True
+            for job in list(self._queue.queue):
+                if job is not None:
+                    job.cancel.set()
+            if self._running is not None:
+                self._running.cancel.set()
+            self._queue.put(None)  # after every queued job: they all finish first
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+# -- typed answers -------------------------------------------------------------------------------
+
+TEXT, CHOICE, NUMBER = "text", "choice", "number"
+_LETTER = re.compile(r"^\W*([A-Za-z])(?![A-Za-z])")
+_FIRST_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def option_letters(options: list[str]) -> list[str]:
+    """The letters options start with ("A. left" -> "A"); empty for options without one."""
+    return [m.group(1).upper() for o in options if (m := _LETTER.match(o))]
+
+
+def typed_answer(answer: str, problem_type: str = "", options: list[str] = ()) -> tuple[str, str, float]:
+    """(kind, choice letter, value) of an answer, for robots that act on it.
+
+    Multiple choice (or options given): the leading option letter ("B", "(B)", "B. left").
+    Numerical / regression: the number (the whole answer, else its first number: "about 3 m" → 3).
+    Without a problem type, an answer that is exactly a number is a number. Otherwise text."""
+    answer = (answer or "").strip()
+    if problem_type == "multiple choice" or (not problem_type and options):
+        m = _LETTER.match(answer)
+        letters = option_letters(list(options))
+        if m and (not letters or m.group(1).upper() in letters):
+            return CHOICE, m.group(1).upper(), 0.0
+        return TEXT, "", 0.0
+    value = parse_number(answer)
+    if value is None and problem_type in ("numerical", "regression"):
+        m = _FIRST_NUMBER.search(answer)
+        if m:
+            value = parse_number(m.group(0).rstrip("."))
+    if value is not None and problem_type in ("", "numerical", "regression"):
+        return NUMBER, "", value
+    return TEXT, "", 0.0
+
+
+# -- engines -------------------------------------------------------------------------------------
+
+def engine_arguments(p: dict) -> tuple[str, str | None, dict]:
+    """(engine name, model argument, options) for core.engines.create_engine from parameters."""
+    name = p["engine"]
+    temperature = 0.0 if p["greedy"] else p["temperature"]  # every engine reads 0 as greedy
+    if name == "transformers":
+        return name, p["model"], {"device": p["device"], "dtype": p["dtype"],
+                                  "temperature": temperature, "top_p": p["top_p"]}
+    if name == "vllm":
+        options = {"temperature": temperature, "top_p": p["top_p"], "max_images": p["max_images"],
+                   "max_pixels": p["max_pixels"]}
+        if p["dtype"] != "auto":
+            options["dtype"] = p["dtype"]
+        return name, p["model"], options
+    if name == "openai":
+        return name, p["model"], {"base_url": p["openai_base_url"], "temperature": temperature,
+                                  "top_p": p["top_p"]}
+    if name == "replay":
+        if not p["replay_file"]:
+            raise ValueError("engine 'replay' needs parameter replay_file (a transcript file)")
+        return name, p["replay_file"], {}
+    raise ValueError(f"unknown engine {name!r}")
+
+
+def model_id(p: dict) -> str:
+    """What answers name as their model."""
+    return f"replay:{p['replay_file']}" if p["engine"] == "replay" else p["model"]

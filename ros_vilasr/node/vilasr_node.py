@@ -1,0 +1,611 @@
+"""``vilasr_node``: the lifecycle node that answers spatial questions about camera frames.
+
+A thin adapter over ``ros_vilasr.core``: camera callbacks only validate and buffer frames
+(``keyframes``); queries from the ``~/query`` action and ``~/ask`` run on one worker thread
+(``queries.QueryWorker``) through ``core.driver.run_sessions``; results, drawn images and their
+primitives go out stamped with the source frames' headers.
+
+Lifecycle: configure reads parameters and creates publishers (nothing heavy); activate loads the
+model, subscribes and serves; deactivate stops serving and frees the model (and GPU memory).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
+from PIL import ImageColor
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import ColorRGBA, Header, String
+from visualization_msgs.msg import ImageMarker
+
+from ros_vilasr.core.driver import run_sessions
+from ros_vilasr.core.engines import create_engine
+from ros_vilasr.core.render import PALETTE, STROKE
+from ros_vilasr.core.session import Budget, Session
+from ros_vilasr_interfaces.action import SpatialQuery
+from ros_vilasr_interfaces.msg import DrawOp, ReasoningStep, SpatialAnswer
+
+from . import params
+from .conversions import FrameError, compressed_payload, raw_payload, to_image_msg
+from .keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings
+from .queries import (CHOICE, NUMBER, PROBLEM_TYPES, SELECT_LATEST, SELECT_WINDOW, Job, QueryRejected,
+                      QueryWorker, engine_arguments, model_id, typed_answer)
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+KEYFRAME_PARAMS = ("keyframe_min_interval_s", "keyframe_change_threshold", "keyframes_per_camera",
+                   "keyframe_max_age_s", "buffer_memory_mb")
+ANSWER_KINDS = {CHOICE: SpatialAnswer.KIND_CHOICE, NUMBER: SpatialAnswer.KIND_NUMBER}
+
+
+@dataclass
+class CameraStats:
+    received: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason kind -> frames
+    incompatible_qos: int = 0
+    last_drop: str = ""
+
+
+def _rgba(name: str) -> ColorRGBA:
+    r, g, b = ImageColor.getrgb(name)[:3]
+    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
+
+
+def _stamp_key(header: Header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
+def _transition(method):
+    """Lifecycle callbacks: rclpy turns an exception into a silent ERROR; log it and fail instead."""
+    @functools.wraps(method)
+    def wrapper(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return method(self, state)
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"{method.__name__} failed: {type(exc).__name__}: {exc}")
+            return FAILURE
+    return wrapper
+
+
+class VilasrNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("vilasr_node", **kwargs)
+        params.declare_all(self)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._parameters_changed)
+        self._serving_group = ReentrantCallbackGroup()  # action server, ~/ask, diagnostics
+        self._image_group = MutuallyExclusiveCallbackGroup()  # frames are handled in order
+        self._configured = False
+        self._serving = False
+        self._buffer = KeyFrameBuffer(self._keyframe_settings())
+        self._camera_stats: dict[str, CameraStats] = {}
+        self._stats_lock = threading.Lock()
+        self._logged_drops: set[tuple[str, str]] = set()
+        self._engine = None
+        self._engine_state = "not loaded"
+        self._engine_params: dict = {}
+        self._worker: QueryWorker | None = None
+        self._camera_subscriptions = []
+        self._ask_subscription = None
+        self._query_server = None
+        self._answer_publisher = self._annotated_publisher = self._markers_publisher = None
+        self._diagnostics_publisher = self._diagnostics_timer = None
+        self._staged_goals: dict[int, tuple] = {}  # id(goal message) -> (goal, job)
+        self._goal_jobs: dict[bytes, Job] = {}  # goal uuid -> job
+        self._jobs_lock = threading.Lock()
+        self._executing = 0  # execute callbacks waiting on the worker
+        self._executing_done = threading.Condition()
+        self._query_ids = iter(range(1, 2**31))
+        self._served = self._rejected = 0
+        self._last = {"latency_s": 0.0, "tokens_per_s": 0.0, "finish_reason": ""}
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def _p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _values(self) -> dict:
+        return {name: self._p(name) for name in params.NAMES}
+
+    def _keyframe_settings(self) -> KeyFrameSettings:
+        return KeyFrameSettings(
+            min_interval_s=self._p("keyframe_min_interval_s"),
+            change_threshold=self._p("keyframe_change_threshold"),
+            per_camera=self._p("keyframes_per_camera"),
+            max_age_s=self._p("keyframe_max_age_s"),
+            memory_bytes=int(self._p("buffer_memory_mb") * 2**20))
+
+    def _validate_parameters(self, changes) -> SetParametersResult:
+        for change in changes:
+            if change.name in params.READ_ONLY_AFTER_CONFIGURE and self._configured:
+                return SetParametersResult(successful=False, reason=(
+                    f"{change.name} is read-only after configure: clean up the node (lifecycle "
+                    "cleanup transition) before changing it"))
+            if (why := params.check_value(change.name, change.value)) is not None:
+                return SetParametersResult(successful=False, reason=why)
+        return SetParametersResult(successful=True)
+
+    def _parameters_changed(self, changes) -> None:
+        names = {c.name for c in changes}
+        if names & set(KEYFRAME_PARAMS):
+            self._buffer.apply(self._keyframe_settings())
+        if "max_pending" in names and self._worker is not None:
+            self._worker.max_pending = self._p("max_pending")
+        if "diagnostics_period_s" in names and self._diagnostics_timer is not None:
+            self._start_diagnostics_timer()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def autostart(self) -> bool:
+        """Configure and activate (the ``autostart`` parameter), logging why when it fails."""
+        if self.trigger_configure() != SUCCESS:
+            self.get_logger().error("autostart: configure failed; the node stays unconfigured")
+            return False
+        if self.trigger_activate() != SUCCESS:
+            self.get_logger().error("autostart: activate failed; the node stays inactive")
+            return False
+        return True
+
+    @_transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        values = self._values()
+        for name, value in values.items():
+            if (why := params.check_value(name, value)) is not None:
+                raise ValueError(why)
+        if values["system_prompt_file"] and not Path(values["system_prompt_file"]).is_file():
+            raise ValueError(f"system_prompt_file {values['system_prompt_file']!r} does not exist")
+        engine_arguments(values)  # fails early on an engine that cannot be built from these
+        self._answer_publisher = self.create_lifecycle_publisher(SpatialAnswer, "~/answer", 10)
+        self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
+        self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._buffer.apply(self._keyframe_settings())
+        self._start_diagnostics_timer()
+        self._configured = True
+        self.get_logger().info(f"configured: engine {values['engine']}, model {model_id(values)}, "
+                               f"cameras {', '.join(values['image_topics'])}")
+        return super().on_configure(state)
+
+    @_transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        values = self._values()
+        name, model, options = engine_arguments(values)
+        self._engine_state = "loading"
+        self.get_logger().info(f"loading the {name} engine ({model_id(values)})")
+        start = time.monotonic()
+        try:
+            self._engine = create_engine(name, model, **options)
+        except Exception as exc:
+            self._engine_state = f"failed: {type(exc).__name__}: {exc}"
+            raise
+        self._engine_params = values
+        self._engine_state = "ready"
+        self.get_logger().info(f"engine ready in {time.monotonic() - start:.1f} s")
+        result = super().on_activate(state)
+        self._worker = QueryWorker(self._run_job, max_pending=values["max_pending"])
+        self._subscribe_cameras(values["image_topics"], values["image_reliability"])
+        self._ask_subscription = self.create_subscription(
+            String, "~/ask", self._on_ask, 10, callback_group=self._serving_group)
+        self._query_server = ActionServer(
+            self, SpatialQuery, "~/query", execute_callback=self._execute_goal,
+            goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+            callback_group=self._serving_group)
+        self._serving = True
+        return result
+
+    @_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_serving()
+        return super().on_deactivate(state)
+
+    @_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unconfigure()
+        return super().on_cleanup(state)
+
+    @_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return super().on_shutdown(state)
+
+    @_transition
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return super().on_error(state)
+
+    def release(self) -> None:
+        """Stop serving and free the model, whatever the state (shutdown, error, process exit)."""
+        self._stop_serving()
+        self._unconfigure()
+
+    def _unconfigure(self) -> None:
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        for attr in ("_answer_publisher", "_annotated_publisher", "_markers_publisher"):
+            if (pub := getattr(self, attr)) is not None:
+                self.destroy_lifecycle_publisher(pub)
+                setattr(self, attr, None)
+        if self._diagnostics_publisher is not None:
+            self.destroy_publisher(self._diagnostics_publisher)
+            self._diagnostics_publisher = None
+        self._buffer.clear()
+        self._configured = False
+
+    def _stop_serving(self) -> None:
+        """Stop taking work, finish (cancel) what is pending, then free the engine."""
+        self._serving = False
+        for sub in self._camera_subscriptions:
+            self.destroy_subscription(sub)
+        self._camera_subscriptions = []
+        if self._ask_subscription is not None:
+            self.destroy_subscription(self._ask_subscription)
+            self._ask_subscription = None
+        if self._worker is not None:
+            if not self._worker.stop(timeout=120.0):
+                self.get_logger().error("the running query did not stop within 120 s")
+            self._worker = None
+        with self._executing_done:  # goals end (as canceled) before their server goes away
+            self._executing_done.wait_for(lambda: self._executing == 0, timeout=10.0)
+        if self._query_server is not None:
+            self._query_server.destroy()
+            self._query_server = None
+        self._staged_goals.clear()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+            gc.collect()
+            self._engine_state = "released"
+            self.get_logger().info("engine released")
+
+    # -- cameras -------------------------------------------------------------------------------
+
+    def _subscribe_cameras(self, topics: list[str], reliability: str) -> None:
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
+                         durability=qos_profile_sensor_data.durability,
+                         reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                                      else ReliabilityPolicy.BEST_EFFORT))
+        for topic in topics:
+            compressed = topic.rstrip("/").endswith("/compressed")
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=functools.partial(self._on_incompatible_qos, topic))
+            self._camera_subscriptions.append(self.create_subscription(
+                CompressedImage if compressed else Image, topic,
+                functools.partial(self._on_frame, topic, compressed), qos,
+                callback_group=self._image_group, event_callbacks=events))
+            self._stats(topic)
+        self.get_logger().info(f"subscribed to {', '.join(topics)} ({reliability})")
+
+    def _stats(self, camera: str) -> CameraStats:
+        with self._stats_lock:
+            return self._camera_stats.setdefault(camera, CameraStats())
+
+    def _on_frame(self, camera: str, compressed: bool, msg) -> None:
+        """Validate and buffer; nothing else happens on the executor for a frame."""
+        stats = self._stats(camera)
+        stats.received += 1
+        try:
+            payload, pixels = compressed_payload(msg) if compressed else raw_payload(msg)
+            self._buffer.offer(camera, msg.header, payload, pixels)
+        except FrameError as exc:
+            self._drop(camera, stats, exc.kind, exc.reason)
+        except FrameTooLarge as exc:
+            self._drop(camera, stats, "too_large", str(exc))
+        except Exception as exc:  # noqa: BLE001 - no frame may take the node down
+            self._drop(camera, stats, "error", f"{type(exc).__name__}: {exc}")
+
+    def _drop(self, camera: str, stats: CameraStats, kind: str, reason: str) -> None:
+        stats.dropped[kind] += 1
+        stats.last_drop = reason
+        if (camera, kind) not in self._logged_drops:  # once per camera and kind of fault
+            self._logged_drops.add((camera, kind))
+            self.get_logger().warning(
+                f"dropping frames from {camera}: {reason} (logged once for this camera and fault; "
+                "counted in /diagnostics)")
+
+    def _on_incompatible_qos(self, camera: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        self._stats(camera).incompatible_qos = info.total_count
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        self.get_logger().warning(
+            f"a publisher on {camera} offers a QoS incompatible with this subscription ({policy}); "
+            f"its frames are not received. image_reliability is "
+            f"{self._engine_params.get('image_reliability', self._p('image_reliability'))}: "
+            "use best_effort for best-effort cameras")
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def _cameras(self) -> list[str]:
+        return list(self._engine_params.get("image_topics") or self._p("image_topics"))
+
+    def _make_job(self, question: str, options=(), problem_type: str = "", cameras=(),
+                  selection: int = SELECT_LATEST, max_frames: int = 0, window_s: float = 0.0,
+                  max_calls: int = 0) -> Job:
+        """A job with its frames chosen now, or QueryRejected with the reason."""
+        if not self._serving:
+            raise QueryRejected("the node is not active")
+        if not question.strip():
+            raise QueryRejected("the question is empty")
+        if problem_type not in PROBLEM_TYPES:
+            raise QueryRejected(f"unknown problem_type {problem_type!r} (one of {PROBLEM_TYPES})")
+        known = self._cameras()
+        resolved = {self.resolve_topic_name(t): t for t in known}
+        chosen = []
+        for cam in cameras or known:
+            name = cam if cam in known else resolved.get(self.resolve_topic_name(cam))
+            if name is None:
+                raise QueryRejected(f"unknown camera {cam!r} (this node subscribes to {', '.join(known)})")
+            chosen.append(name)
+        cap = max(1, self._p("max_images") - 1)  # leave room for at least one drawing
+        if selection == SELECT_LATEST:
+            frames = self._buffer.latest(chosen)
+            kind = "single" if len(frames) == 1 else "views"
+        elif selection == SELECT_WINDOW:
+            frames = self._buffer.window(chosen, min(max_frames or cap, cap), window_s)
+            kind = "video" if len(chosen) == 1 else "views"
+        else:
+            raise QueryRejected(f"unknown frame_selection {selection}")
+        frames = frames[-cap:]
+        if not frames:
+            raise QueryRejected(f"no frames buffered yet from {', '.join(chosen)}")
+        return Job(question.strip(), frames, list(options), problem_type,
+                   kind if len(frames) > 1 else "single", max_calls)
+
+    def _run_job(self, job: Job) -> None:
+        """On the worker thread: one session, driven by the core, streaming each step."""
+        p = self._values()
+        budget = Budget(max_calls=job.max_calls or p["max_calls"], max_images=p["max_images"],
+                        max_new_tokens=p["max_new_tokens"])
+        images = [f.payload.to_pil() for f in job.frames]
+        job.session = Session(images, job.question, options=job.options, problem_type=job.problem_type,
+                              kind=job.kind, budget=budget, max_pixels=p["max_pixels"],
+                              system_prompt_path=p["system_prompt_file"] or None)
+        query = next(self._query_ids)
+        on_step = (lambda s, step: self._publish_step(job, query, s, step))
+        run_sessions([job.session], self._engine, on_step=on_step, cancel=job.cancel)
+
+    def _on_goal(self, goal) -> GoalResponse:
+        try:
+            job = self._make_job(goal.question, goal.options, goal.problem_type, goal.cameras,
+                                 goal.frame_selection, goal.max_frames, goal.window_s, goal.max_calls)
+        except QueryRejected as exc:
+            return self._reject(f"rejecting goal {goal.question!r}: {exc}")
+        worker = self._worker
+        if worker is None or not worker.reserve():
+            return self._reject(f"rejecting goal {goal.question!r}: {worker.pending if worker else 0} "
+                                f"queries pending (max_pending = {self._p('max_pending')})")
+        with self._jobs_lock:
+            self._staged_goals[id(goal)] = (goal, job)
+        return GoalResponse.ACCEPT
+
+    def _reject(self, reason: str) -> GoalResponse:
+        # rclpy's goal response cannot carry a reason: the log says it.
+        self._rejected += 1
+        self.get_logger().warning(reason)
+        return GoalResponse.REJECT
+
+    def _on_cancel(self, goal_handle) -> CancelResponse:
+        with self._jobs_lock:
+            job = self._goal_jobs.get(bytes(goal_handle.goal_id.uuid))
+        if job is not None:
+            job.cancel.set()
+        return CancelResponse.ACCEPT
+
+    def _execute_goal(self, goal_handle):
+        """Runs on an executor thread but only waits: the worker thread does the reasoning."""
+        with self._jobs_lock:
+            goal, job = self._staged_goals.pop(id(goal_handle.request), (None, None))
+        if job is None or goal is not goal_handle.request:
+            goal_handle.abort()
+            return SpatialQuery.Result()
+        uuid = bytes(goal_handle.goal_id.uuid)
+        job.feedback = goal_handle.publish_feedback
+        with self._executing_done:
+            self._executing += 1
+        try:
+            with self._jobs_lock:
+                self._goal_jobs[uuid] = job
+            if goal_handle.is_cancel_requested:
+                job.cancel.set()
+            job.on_done = self._publish_answer
+            worker = self._worker
+            if worker is None:  # deactivated between accept and execute
+                job.cancel.set()
+                job.done.set()
+            else:
+                worker.submit(job)
+            job.done.wait()
+            answer = self._answer(job)
+            if job.finish_reason == "cancelled" and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            elif job.finish_reason in ("error", "engine_error"):
+                goal_handle.abort()
+            else:
+                goal_handle.succeed()
+            return SpatialQuery.Result(answer=answer)
+        finally:
+            with self._jobs_lock:
+                self._goal_jobs.pop(uuid, None)
+            with self._executing_done:
+                self._executing -= 1
+                self._executing_done.notify_all()
+
+    def _on_ask(self, msg: String) -> None:
+        try:
+            job = self._make_job(msg.data)
+        except QueryRejected as exc:
+            return self._reject_ask(msg.data, str(exc))
+        worker = self._worker
+        if worker is None or not worker.reserve():
+            return self._reject_ask(msg.data, f"{worker.pending if worker else 0} queries pending "
+                                    f"(max_pending = {self._p('max_pending')})")
+        job.on_done = self._publish_answer
+        worker.submit(job)
+
+    def _reject_ask(self, question: str, reason: str) -> None:
+        self._rejected += 1
+        self.get_logger().warning(f"rejecting question {question!r} on ~/ask: {reason}")
+        if self._answer_publisher is not None:
+            self._answer_publisher.publish(SpatialAnswer(question=question, answer=reason,
+                                                         finish_reason="rejected"))
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def _source_header(self, job: Job, session, image_index: int) -> Header:
+        """Header of the camera frame the dialogue's image ``image_index`` (1-based) derives from."""
+        return job.frames[session.origin[image_index - 1]].header
+
+    def _publish_step(self, job: Job, query: int, session, step) -> None:
+        msg = self._step_msg(job, session, step)
+        images = [to_image_msg(session.images[n - 1], self._source_header(job, session, n))
+                  for n in step.new_images]
+        if job.feedback is not None:
+            job.feedback(SpatialQuery.Feedback(step=msg, images=images))
+        for image in images:
+            self._annotated_publisher.publish(image)
+        for n in step.new_images:
+            for marker in self._markers(job, session, query, n):
+                self._markers_publisher.publish(marker)
+
+    def _step_msg(self, job: Job, session, step) -> ReasoningStep:
+        ops = [DrawOp(kind=DrawOp.BOX if op.kind == "box" else DrawOp.LINE, label=op.label,
+                      image_index=op.image_index, source_image_index=op.source_index,
+                      model_coords=[float(c) for c in op.model_coords],
+                      source_coords=[float(c) for c in op.source_coords],
+                      header=job.frames[op.source_index - 1].header)
+               for op in step.ops]
+        return ReasoningStep(step=step.step, thought=step.thought or "", action=step.action or "",
+                             ops=ops, revises_earlier=step.revises, new_image_indices=step.new_images,
+                             error=step.error or "")
+
+    def _markers(self, job: Job, session, query: int, n: int) -> list[ImageMarker]:
+        """Image n's drawing as overlay primitives in SOURCE pixels (palette as rendered)."""
+        source = session.inputs[session.origin[n - 1]]
+        header = self._source_header(job, session, n)
+        sx, sy = source.scale
+        ns = f"query{query}/image{n}"
+        width = float(STROKE * (sx + sy) / 2)
+        drawing = session.drawings[n - 1]
+        markers = []
+
+        def points(coords):
+            xy = source.to_source(coords)
+            return [Point(x=float(xy[i]), y=float(xy[i + 1]), z=0.0) for i in range(0, len(xy), 2)]
+
+        for i, box in enumerate(drawing.boxes):
+            x1, y1, x2, y2 = box.bbox
+            markers.append(ImageMarker(
+                header=header, ns=ns, id=len(markers), type=ImageMarker.POLYGON, action=ImageMarker.ADD,
+                scale=width, outline_color=_rgba(PALETTE[i % len(PALETTE)]),
+                points=points([x1, y1, x2, y1, x2, y2, x1, y2])))
+        for line in drawing.lines:
+            ends = points(line.coords)
+            markers.append(ImageMarker(
+                header=header, ns=ns, id=len(markers), type=ImageMarker.LINE_LIST, action=ImageMarker.ADD,
+                scale=width, outline_color=_rgba("black"), points=ends))
+            markers.append(ImageMarker(  # the renderer's red start and blue end dots
+                header=header, ns=ns, id=len(markers), type=ImageMarker.POINTS, action=ImageMarker.ADD,
+                scale=width * 2, points=ends, outline_colors=[_rgba("red"), _rgba("blue")]))
+        return markers
+
+    def _answer(self, job: Job) -> SpatialAnswer:
+        session = job.session
+        headers = [f.header for f in job.frames]
+        newest = max(headers, key=_stamp_key)
+        reason = job.finish_reason
+        text = (session.answer if session is not None else None) or ""
+        if reason != "answer" and not text:
+            text = (session.error if session is not None else None) or job.error or ""
+        kind, choice, value = typed_answer(text, job.problem_type, job.options) if reason == "answer" \
+            else ("text", "", 0.0)
+        msg = SpatialAnswer(
+            header=Header(stamp=newest.stamp, frame_id=newest.frame_id), question=job.question,
+            options=job.options, problem_type=job.problem_type, answer=text,
+            answer_kind=ANSWER_KINDS.get(kind, SpatialAnswer.KIND_TEXT), choice=choice, value=float(value),
+            finish_reason=reason, source_headers=headers,
+            model=model_id(self._engine_params) if self._engine_params else "",
+            latency_s=job.latency_s)
+        if session is not None:
+            msg.steps = [self._step_msg(job, session, s) for s in session.steps]
+            msg.model_calls = session.calls
+            msg.prompt_tokens = session.prompt_tokens
+            msg.completion_tokens = session.completion_tokens
+        return msg
+
+    def _publish_answer(self, job: Job) -> None:
+        """Every finished query, from the action or ~/ask (worker thread)."""
+        answer = self._answer(job)
+        self._served += 1
+        busy = (job.finished or time.monotonic()) - (job.started or job.accepted)
+        self._last = {"latency_s": job.latency_s, "finish_reason": answer.finish_reason,
+                      "tokens_per_s": answer.completion_tokens / busy if busy > 0 else 0.0}
+        if self._answer_publisher is not None:
+            self._answer_publisher.publish(answer)
+        self.get_logger().info(f"answered {job.question!r}: {answer.answer!r} "
+                               f"({answer.finish_reason}, {answer.model_calls} calls, {job.latency_s:.2f} s)")
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def _start_diagnostics_timer(self) -> None:
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = self.create_timer(
+            self._p("diagnostics_period_s"), self._publish_diagnostics, callback_group=self._serving_group)
+
+    def _publish_diagnostics(self) -> None:
+        if self._diagnostics_publisher is None:
+            return
+        me = self.get_fully_qualified_name()
+        worker = self._worker
+        values = {
+            "lifecycle": "active" if self._serving else ("inactive" if self._configured else "unconfigured"),
+            "engine": self._p("engine"), "model": model_id(self._values()),
+            "model_state": self._engine_state, "model_loaded": str(self._engine is not None),
+            "queue_depth": str(worker.pending if worker else 0),
+            "running": repr(worker.running.question) if worker and worker.running else "",
+            "queries_answered": str(self._served), "queries_rejected": str(self._rejected),
+            "last_latency_s": f"{self._last['latency_s']:.3f}",
+            "last_tokens_per_s": f"{self._last['tokens_per_s']:.1f}",
+            "last_finish_reason": self._last["finish_reason"]}
+        failed = self._engine_state.startswith("failed")
+        statuses = [DiagnosticStatus(
+            level=DiagnosticStatus.ERROR if failed else DiagnosticStatus.OK, name=f"{me}: model",
+            message=self._engine_state, hardware_id=values["model"],
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])]
+        buffered = self._buffer.stats()
+        with self._stats_lock:
+            cameras = dict(self._camera_stats)
+        for camera, stats in cameras.items():
+            dropped = sum(stats.dropped.values())
+            kv = {"received": stats.received, "dropped": dropped,
+                  **{f"dropped_{k}": v for k, v in sorted(stats.dropped.items())},
+                  "keyframes": buffered.get(camera, {}).get("keyframes", 0),
+                  "buffer_bytes": buffered.get(camera, {}).get("bytes", 0),
+                  "incompatible_qos": stats.incompatible_qos, "last_drop_reason": stats.last_drop}
+            bad = dropped or stats.incompatible_qos
+            statuses.append(DiagnosticStatus(
+                level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK, name=f"{me}: camera {camera}",
+                message=f"{dropped} frames dropped" if dropped else (
+                    "incompatible QoS" if stats.incompatible_qos else "ok"),
+                hardware_id=camera, values=[KeyValue(key=k, value=str(v)) for k, v in kv.items()]))
+        budget = self._buffer.settings.memory_bytes
+        statuses.append(DiagnosticStatus(
+            level=DiagnosticStatus.OK, name=f"{me}: frame buffer",
+            message=f"{buffered['*']['bytes'] / 2**20:.1f} of {budget / 2**20:.1f} MB",
+            values=[KeyValue(key="bytes", value=str(buffered["*"]["bytes"])),
+                    KeyValue(key="budget_bytes", value=str(budget)),
+                    KeyValue(key="keyframes", value=str(buffered["*"]["keyframes"]))]))
+        self._diagnostics_publisher.publish(DiagnosticArray(
+            header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))

@@ -1,0 +1,61 @@
+"""``vilasr-train <stage> --config FILE [flags] [--set key=value ...]``.
+
+A stage is a module defining ``Config`` (a ``config.StageConfig``) and ``train(config)``; add one
+by listing it in STAGES. Modules are imported only when their stage runs, so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+from .config import load_config, parse_assignment, shipped_configs
+
+# (subcommand, module, help)
+STAGES = [
+    ("sft", "vilasr_train.sft", "supervised fine-tuning on drawing trajectories (stages 1 and 2)"),
+]
+
+# first-class flags: (flag, config key, argparse options)
+FLAGS = [
+    ("--data", "data", {"action": "append", "metavar": "FILE", "help": "trajectory file (repeatable)"}),
+    ("--images-root", "images_root", {"metavar": "DIR", "help": "where relative image paths resolve"}),
+    ("--model", "model", {"help": "base checkpoint directory or hub id"}),
+    ("--out", "out", {"metavar": "DIR", "help": "output directory"}),
+    ("--deepspeed", "deepspeed", {"metavar": "zero2|zero3|FILE", "help": "DeepSpeed config"}),
+    ("--resume", "resume", {"action": "store_const", "const": True,
+                            "help": "continue from the latest checkpoint in --out"}),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vilasr-train", description="ViLaSR training stages")
+    subparsers = parser.add_subparsers(dest="stage", required=True)
+    for name, module, help_text in STAGES:
+        p = subparsers.add_parser(name, help=help_text)
+        p.set_defaults(module=module)
+        p.add_argument("--config", help=f"YAML file or shipped config ({', '.join(shipped_configs())})")
+        for flag, key, options in FLAGS:
+            p.add_argument(flag, dest=key, **options)
+        p.add_argument("--set", dest="assignments", action="append", default=[], type=parse_assignment,
+                       metavar="KEY=VALUE", help="override any config key (repeatable)")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = dict(args.assignments)
+    overrides |= {key: value for _, key, _ in FLAGS if (value := getattr(args, key)) is not None}
+    stage = importlib.import_module(args.module)
+    config = load_config(stage.Config, args.config, overrides)
+    logging.getLogger(__name__).info("%s config: %s", args.stage, config)
+    stage.train(config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Supervised fine-tuning on drawing trajectories (stage 1 cold start; stage 2 reuses it).
+
+TRL's ``SFTTrainer`` with our dataset and collator: dataset preparation is skipped (the collator
+tokenises with the core's ``DialogueEncoding``, so chat template, image resizing and token ids are
+the node's), the loss covers every assistant turn and nothing else (labels are -100 elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
+from datasets import Dataset
+from transformers import AutoModelForImageTextToText
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from ros_vilasr.core.processor import load_processor
+
+from .config import StageConfig
+from .data import DataReport, DialogueCollator, load_trajectories
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "data_report.json"
+
+
+@dataclass
+class Config(StageConfig):
+    trl_config: ClassVar[type] = SFTConfig
+    trainer_defaults: ClassVar[dict[str, Any]] = {
+        "max_length": 18432,  # cutoff: longer trajectories are skipped (and reported), never cut
+        "report_to": "tensorboard",
+    }
+
+
+class DrawingSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` that counts the examples its collator could not load and keeps the data
+    report up to date next to the checkpoints."""
+
+    def __init__(self, *args, data_report: DataReport, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.data_report = data_report
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.data_report.skipped_in_training.update(inputs.pop("data_problems", ()))
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        self.write_data_report()
+
+    def write_data_report(self) -> None:
+        """Sum the load-time counts of every process; the main process writes the report."""
+        counts = gather_object([dict(self.data_report.skipped_in_training)])
+        if self.is_world_process_zero():
+            self.data_report.skipped_in_training.clear()
+            for c in counts:
+                self.data_report.skipped_in_training.update(c)
+            self.data_report.write(Path(self.args.output_dir) / REPORT_NAME)
+
+
+def on_main_process(fn):
+    """``fn()`` run once, on the main process, and its result handed to every process: one
+    validation pass per job, and the same dataset (so the same sampling order) on every rank."""
+    state = PartialState()
+    result = [fn() if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(result)
+    return result[0]
+
+
+def freeze_vision(model) -> None:
+    """Freeze the vision tower and its projector (``visual.merger``), as in the paper's stage 1."""
+    model.model.visual.requires_grad_(False)
+
+
+def train(config: Config) -> Path:
+    out = Path(config.out)
+    args = SFTConfig(
+        output_dir=str(out), **config.trainer,
+        remove_unused_columns=False,  # the collator reads conversations and image paths
+        dataset_kwargs={"skip_prepare_dataset": True},  # ... and tokenises them itself
+    )
+    processor = load_processor(config.model, max_pixels=config.max_pixels)
+    records, report = on_main_process(lambda: load_trajectories(
+        config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
+        max_length=args.max_length, workers=config.validation_workers))
+    if not records:
+        raise ValueError(f"no valid training record in {config.data}: {report.to_json()['skipped']}")
+    dataset = Dataset.from_list(records)
+
+    model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
+    if config.freeze_vision:
+        freeze_vision(model)
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]  # ZeRO-3 aware
+    log.info("model %s: %d trainable parameters of %d", config.model,
+             sum(n for n, trainable in sizes if trainable), sum(n for n, _ in sizes))
+
+    trainer = DrawingSFTTrainer(
+        model=model, args=args, train_dataset=dataset,
+        data_collator=DialogueCollator(processor, dataset, max_pixels=config.max_pixels,
+                                       max_length=args.max_length),
+        # saved with every checkpoint: the checkpoint's own processor, not the training-size one
+        processing_class=load_processor(config.model),
+        data_report=report,
+    )
+    trainer.write_data_report()
+    checkpoint = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
+    if config.resume:
+        log.info("resuming from %s", checkpoint or "scratch (no checkpoint yet)")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    trainer.write_data_report()
+    log.info("model saved to %s", out)
+    return out
