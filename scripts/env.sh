@@ -8,7 +8,7 @@ VENV="${VILASR_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.vilasr-env"
 cd "$ROOT"
 
-inputs=(requirements.txt setup.py setup.cfg training/pyproject.toml scripts/env.sh
+inputs=(requirements.txt requirements-ros.txt setup.py setup.cfg training/pyproject.toml scripts/env.sh
         scripts/build_interfaces.sh ros_vilasr_interfaces/CMakeLists.txt
         ros_vilasr_interfaces/package.xml ros_vilasr_interfaces/msg/* ros_vilasr_interfaces/action/*)
 want="$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)"
@@ -23,7 +23,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 step "installing CPU torch and the pinned stack (first run: a few minutes)"
 # torch first, pinned alone: a looser spec resolved by another package pulls GBs of CUDA wheels.
 "${PIP[@]}" torch==2.13.0
-DS_BUILD_OPS=0 "${PIP[@]}" -r requirements.txt
+DS_BUILD_OPS=0 "${PIP[@]}" -r requirements.txt -r requirements-ros.txt
 step "building ros_vilasr_interfaces"
 scripts/build_interfaces.sh "$VENV" >&2
 step "installing ros_vilasr and vilasr-train (editable)"

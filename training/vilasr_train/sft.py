@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset
 from transformers import AutoModelForImageTextToText
 from transformers.trainer_utils import get_last_checkpoint
@@ -24,6 +22,7 @@ from ros_vilasr.core.processor import load_processor
 
 from .config import StageConfig
 from .data import DataReport, DialogueCollator, load_trajectories
+from .distributed import gather, on_main_process, repair_deepspeed_cpu_state
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +56,12 @@ class DrawingSFTTrainer(SFTTrainer):
 
     def write_data_report(self) -> None:
         """Sum the load-time counts of every process; the main process writes the report."""
-        counts = gather_object([dict(self.data_report.skipped_in_training)])
+        counts = gather(dict(self.data_report.skipped_in_training))
         if self.is_world_process_zero():
             self.data_report.skipped_in_training.clear()
             for c in counts:
                 self.data_report.skipped_in_training.update(c)
             self.data_report.write(Path(self.args.output_dir) / REPORT_NAME)
-
-
-def on_main_process(fn):
-    """``fn()`` run once, on the main process, and its result handed to every process: one
-    validation pass per job, and the same dataset (so the same sampling order) on every rank."""
-    state = PartialState()
-    result = [fn() if state.is_main_process else None]
-    if state.num_processes > 1:
-        broadcast_object_list(result)
-    return result[0]
 
 
 def freeze_vision(model) -> None:
@@ -87,6 +76,7 @@ def train(config: Config) -> Path:
         remove_unused_columns=False,  # the collator reads conversations and image paths
         dataset_kwargs={"skip_prepare_dataset": True},  # ... and tokenises them itself
     )
+    repair_deepspeed_cpu_state()
     processor = load_processor(config.model, max_pixels=config.max_pixels)
     records, report = on_main_process(lambda: load_trajectories(
         config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
