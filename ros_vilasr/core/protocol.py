@@ -11,6 +11,7 @@ import ast
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 OBJECT_MAPPER = "Object Mapper"
@@ -108,7 +109,10 @@ def read_literal(text: str):
     except (ValueError, RecursionError):
         pass
     try:
-        return _literal(ast.parse(text.strip(), mode="eval").body)
+        with warnings.catch_warnings():  # model text is not our source code: no escape warnings
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
+        return _literal(tree.body)
     except (SyntaxError, ValueError, RecursionError, MemoryError, TypeError) as exc:
         raise ValueError(f"not a literal: {type(exc).__name__}") from None
 
