@@ -15,6 +15,9 @@ FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28  # 3136
 MAX_PIXELS_EVAL = 448 * 28 * 28  # 351232, evaluation and the node
 MAX_PIXELS_TRAIN = 256 * 28 * 28  # 200704, RL and training images
+# Sessions resize images here, once; processors that meet them afterwards are loaded with this
+# bound so they never resize again (load_processor(path, max_pixels=NO_RESIZE_MAX_PIXELS)).
+NO_RESIZE_MAX_PIXELS = 16384 * 28 * 28
 
 
 @dataclass(frozen=True)

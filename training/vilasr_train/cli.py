@@ -1,7 +1,7 @@
 """``vilasr-train <stage> --config FILE [flags] [--set key=value ...]``.
 
 A stage is a module defining ``Config`` (a ``config.StageConfig``) and ``train(config)``; add one
-by listing it in STAGES. Modules are imported only when their stage runs, so ``--help`` is quick.
+by listing it in STAGES. A stage's module (TRL, torch...) is imported only when that stage runs.
 """
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ from .config import load_config, parse_assignment, shipped_configs
 # (subcommand, module, help)
 STAGES = [
     ("sft", "vilasr_train.sft", "supervised fine-tuning on drawing trajectories (stages 1 and 2)"),
+    ("grpo", "vilasr_train.grpo", "GRPO with drawing inside the rollouts (stage 3)"),
+    ("reflect", "vilasr_train.reflect", "reflective rejection sampling, then SFT on the kept trajectories (stage 2)"),
 ]
 
 # first-class flags: (flag, config key, argparse options)
 FLAGS = [
     ("--data", "data", {"action": "append", "metavar": "FILE", "help": "trajectory file (repeatable)"}),
+    ("--prompts", "data", {"action": "append", "metavar": "FILE", "help": "RL prompt file (grpo; repeatable)"}),
     ("--images-root", "images_root", {"metavar": "DIR", "help": "where relative image paths resolve"}),
     ("--model", "model", {"help": "base checkpoint directory or hub id"}),
     ("--out", "out", {"metavar": "DIR", "help": "output directory"}),
     ("--deepspeed", "deepspeed", {"metavar": "zero2|zero3|FILE", "help": "DeepSpeed config"}),
+    ("--k", "k", {"type": int, "help": "trajectories sampled per question (reflect)"}),
+    ("--shard", "shard", {"metavar": "I/N", "help": "sample the prompts i with i %% N == I (reflect)"}),
+    ("--sft", "sft", {"action": "store_const", "const": True, "help": "fine-tune on the kept data (reflect)"}),
     ("--resume", "resume", {"action": "store_const", "const": True,
                             "help": "continue from the latest checkpoint in --out"}),
 ]

@@ -75,16 +75,18 @@ def read_records(path: Path) -> list:
     as malformed). A file that cannot be read at all is a configuration error and raises."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        def line(s):
-            try:
-                return json.loads(s)
-            except ValueError:
-                return None
-        return [line(s) for s in text.splitlines() if s.strip()]
+        return [_json_or_none(line) for line in text.splitlines() if line.strip()]
     records = json.loads(text)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records")
     return records
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def to_messages(conversations: list[dict]) -> list[dict]:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import os
 
-import torch.distributed as dist
+import torch
 from accelerate import PartialState
-from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 
-def repair_deepspeed_cpu_state() -> None:
-    """Call after building the stage's TRL config. Without a GPU, accelerate (1.15) starts
-    DeepSpeed's process group but records no backend, so every rank believes it is the only
-    process: no data sharding, every rank saving. Copy the real ranks into the shared state."""
-    state = PartialState()
-    if (state.distributed_type == DistributedType.DEEPSPEED and dist.is_initialized()
-            and state.num_processes != dist.get_world_size()):
-        state.backend = dist.get_backend()
-        state.num_processes, state.process_index = dist.get_world_size(), dist.get_rank()
-        state.local_process_index = int(os.environ.get("LOCAL_RANK", 0))
+def deepspeed_on_cpu(trainer_kwargs: dict) -> dict:
+    """Call before building the stage's TRL config; returns its keyword arguments.
+
+    Without a GPU, accelerate (1.15) starts DeepSpeed's process group but records no backend, so
+    every rank believes it is the only process (no data sharding, every rank saving, DeepSpeed's
+    batch-size check failing). For a DeepSpeed run under a launcher on a machine without CUDA,
+    start the process state here with gloo and have the TRL config use it as it is."""
+    if not trainer_kwargs.get("deepspeed") or torch.cuda.is_available() or "LOCAL_RANK" not in os.environ:
+        return trainer_kwargs
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    PartialState(backend="gloo")
+    del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    accelerator = dict(trainer_kwargs.get("accelerator_config") or {}) | {"use_configured_state": True}
+    return trainer_kwargs | {"accelerator_config": accelerator}
 
 
 def on_main_process(fn):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def normalise_prompt(record, source: str, image_dir: Path) -> dict:
     """An RL prompt record (spec §8) → ``{question, answer, images, problem_type, options, kind,
-    task, source}`` with absolute image paths. Raises ``InvalidRecord``."""
+    task, data_type, source}`` with absolute image paths. Raises ``InvalidRecord``."""
     if not isinstance(record, dict):
         raise InvalidRecord("malformed", "not an object")
     question, answer = record.get("question"), record.get("answer")
@@ -57,13 +58,15 @@ def normalise_prompt(record, source: str, image_dir: Path) -> dict:
     is_maze = record.get("grid_size") is not None or "maze" in f"{data_type} {record.get('question_type')}".lower()
     return {"question": question, "answer": str(answer), "problem_type": problem_type,
             "options": [str(o) for o in options], "kind": kind, "task": "maze" if is_maze else "",
+            "data_type": data_type,
             "images": [str(p if (p := Path(s)).is_absolute() else image_dir / p) for s in paths],
             "source": source}
 
 
-def load_prompts(paths, images_root=None) -> tuple[list[dict], DataReport]:
-    """Read and check every prompt (images included); the valid ones and the report of the rest."""
-    report, prompts = DataReport(), []
+def load_prompts(paths, images_root=None, workers: int = 8) -> tuple[list[dict], DataReport]:
+    """Read and check every prompt, images included (decoded once, in ``workers`` threads); the
+    valid ones, and the report of the rest."""
+    report, candidates = DataReport(), []
     for path in map(Path, paths):
         records = read_records(path)
         report.files[str(path)] = {"records": len(records), "kept": 0}
@@ -71,14 +74,19 @@ def load_prompts(paths, images_root=None) -> tuple[list[dict], DataReport]:
         for n, record in enumerate(records):
             source = f"{path}#{n}"
             try:
-                prompt = normalise_prompt(record, source, image_dir)
-                if bad := next((c for p in prompt["images"] if isinstance(c := check_image(p), str)), None):
-                    raise InvalidRecord(bad)
+                candidates.append(normalise_prompt(record, source, image_dir))
             except InvalidRecord as exc:
                 report.skip(exc.reason, source, exc.detail)
-                continue
-            prompts.append(prompt)
-            report.files[str(path)]["kept"] += 1
+    unique = sorted({p for c in candidates for p in c["images"]})
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        checks = dict(zip(unique, pool.map(check_image, unique)))
+    prompts = []
+    for c in candidates:
+        if bad := next((p for p in c["images"] if isinstance(checks[p], str)), None):
+            report.skip(checks[bad], c["source"], bad)
+            continue
+        prompts.append(c)
+        report.files[c["source"].rpartition("#")[0]]["kept"] += 1
     log.info("prompts: kept %d, skipped %s", len(prompts), dict(report.skipped) or "none")
     return prompts, report
 
@@ -187,7 +195,7 @@ def collate_rollouts(rows: list[dict], pad_id: int) -> dict:
     def right(values, fill):
         return values + [fill] * (completion_width - len(values))
 
-    batch = {
+    return {
         "prompt_ids": torch.tensor([left(r["prompt_ids"], pad_id) for r in rows]),
         "prompt_mask": torch.tensor([left([1] * len(r["prompt_ids"]), 0) for r in rows]),
         "completion_ids": torch.tensor([right(r["completion_ids"], pad_id) for r in rows]),
@@ -200,4 +208,3 @@ def collate_rollouts(rows: list[dict], pad_id: int) -> dict:
         "image_grid_thw": torch.cat([r["image_grid_thw"] for r in rows]),
         "num_images": [len(r["image_grid_thw"]) for r in rows],
     }
-    return batch

@@ -8,21 +8,22 @@ the node's), the loss covers every assistant turn and nothing else (labels are -
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
 from transformers import AutoModelForImageTextToText
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from ros_vilasr.core.processor import load_processor
 
+from .checkpoints import ResumeThroughFromPretrained, latest_checkpoint
 from .config import StageConfig
 from .data import DataReport, DialogueCollator, load_trajectories
-from .distributed import gather, on_main_process, repair_deepspeed_cpu_state
+from .distributed import deepspeed_on_cpu, gather, on_main_process
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Config(StageConfig):
     }
 
 
-class DrawingSFTTrainer(SFTTrainer):
+class DrawingSFTTrainer(ResumeThroughFromPretrained, SFTTrainer):
     """``SFTTrainer`` that counts the examples its collator could not load and keeps the data
     report up to date next to the checkpoints."""
 
@@ -58,10 +59,8 @@ class DrawingSFTTrainer(SFTTrainer):
         """Sum the load-time counts of every process; the main process writes the report."""
         counts = gather(dict(self.data_report.skipped_in_training))
         if self.is_world_process_zero():
-            self.data_report.skipped_in_training.clear()
-            for c in counts:
-                self.data_report.skipped_in_training.update(c)
-            self.data_report.write(Path(self.args.output_dir) / REPORT_NAME)
+            total = sum(map(Counter, counts), Counter())
+            replace(self.data_report, skipped_in_training=total).write(Path(self.args.output_dir) / REPORT_NAME)
 
 
 def freeze_vision(model) -> None:
@@ -72,12 +71,11 @@ def freeze_vision(model) -> None:
 def train(config: Config) -> Path:
     out = Path(config.out)
     args = SFTConfig(
-        output_dir=str(out), **config.trainer,
+        output_dir=str(out), **deepspeed_on_cpu(config.trainer),
         remove_unused_columns=False,  # the collator reads conversations and image paths
         dataset_kwargs={"skip_prepare_dataset": True},  # ... and tokenises them itself
     )
-    repair_deepspeed_cpu_state()
-    processor = load_processor(config.model, max_pixels=config.max_pixels)
+    processor = load_processor(config.model)  # saved with every checkpoint, as it came
     records, report = on_main_process(lambda: load_trajectories(
         config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
         max_length=args.max_length, workers=config.validation_workers))
@@ -96,12 +94,11 @@ def train(config: Config) -> Path:
         model=model, args=args, train_dataset=dataset,
         data_collator=DialogueCollator(processor, dataset, max_pixels=config.max_pixels,
                                        max_length=args.max_length),
-        # saved with every checkpoint: the checkpoint's own processor, not the training-size one
-        processing_class=load_processor(config.model),
+        processing_class=processor,
         data_report=report,
     )
     trainer.write_data_report()
-    checkpoint = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
+    checkpoint = latest_checkpoint(out) if config.resume else None
     if config.resume:
         log.info("resuming from %s", checkpoint or "scratch (no checkpoint yet)")
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -14,11 +14,9 @@ import torch
 from transformers import AutoModelForImageTextToText, StoppingCriteria, StoppingCriteriaList
 
 from ..encoding import DialogueEncoding
+from ..images import NO_RESIZE_MAX_PIXELS
 from ..processor import load_processor
 from ..session import Reply, Request
-
-# The session resizes images (core/images.py); the processor must never resize them again.
-_NO_RESIZE_MAX_PIXELS = 16384 * 28 * 28
 
 
 class _Cancelled(StoppingCriteria):
@@ -47,7 +45,7 @@ class TransformersEngine:
         if isinstance(model, str) or model is None:
             if not model:
                 raise ValueError("the transformers engine needs a model path or hub id")
-            self.processor = processor or load_processor(model, max_pixels=_NO_RESIZE_MAX_PIXELS)
+            self.processor = processor or load_processor(model, max_pixels=NO_RESIZE_MAX_PIXELS)
             model = AutoModelForImageTextToText.from_pretrained(
                 model, dtype=resolve_dtype(dtype, self.device)).to(self.device)
         else:
@@ -62,6 +60,8 @@ class TransformersEngine:
         tok = self.processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        # A sampled vision placeholder would be an image without pixels in the next turn's input.
+        self.suppress_ids = tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"])
 
     def encoding(self, request: Request) -> DialogueEncoding:
         """The session's encoding, brought up to date with its new messages."""
@@ -100,7 +100,7 @@ class TransformersEngine:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         sample = self.temperature > 0
         options = {"do_sample": sample, "max_new_tokens": max(r.max_new_tokens for r in requests),
-                   "eos_token_id": self.eos_id, "pad_token_id": self.pad_id}
+                   "eos_token_id": self.eos_id, "pad_token_id": self.pad_id, "suppress_tokens": self.suppress_ids}
         if sample:
             options |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
         else:

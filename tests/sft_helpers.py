@@ -1,0 +1,74 @@
+"""Shared by the SFT tests: a recorded drawing trajectory written as ViLaSR-data, and how to run
+the training CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from ros_vilasr.core.driver import run_sessions
+from ros_vilasr.core.engines.replay import ReplayEngine
+from ros_vilasr.core.session import Session
+
+REPO = Path(__file__).resolve().parents[1]
+DRAW = ('<think>Mark the cup.</think>\nAction: Object Mapper\n```json\n'
+        '[{"index": 1, "bbox_2d": [28, 28, 84, 84], "label": "cup"}]\n```')
+ANSWER = "<think>It is on the left.</think>\nAction: Answer\n<answer>A</answer>"
+
+
+def scene() -> Image.Image:
+    image = Image.new("RGB", (224, 168), "white")
+    ImageDraw.Draw(image).rectangle((30, 30, 80, 80), fill="red")
+    return image
+
+
+def new_session() -> Session:
+    return Session([scene()], "Is the cup on the left or the right?", options=["A. left", "B. right"],
+                   problem_type="multiple choice")
+
+
+def recorded_session() -> Session:
+    """The dialogue the tiny model is taught: system, user + image, drawing turn, feedback with the
+    drawn image, answer."""
+    session = new_session()
+    run_sessions([session], ReplayEngine([{"conversations": [
+        {"role": "assistant", "content": DRAW}, {"role": "assistant", "content": ANSWER}]}]))
+    return session
+
+
+def write_trajectory(root: Path, name: str = "traj") -> dict:
+    """The recorded dialogue as a ViLaSR-data record; its images saved under ``root/name/``."""
+    session = recorded_session()
+    (root / name).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(session.images):
+        image.save(root / name / f"{i}.png")
+        paths.append(f"{name}/{i}.png")
+    return {"conversations": session.conversations(), "images": paths}
+
+
+def write_data(path: Path, records: list) -> Path:
+    path.write_text(json.dumps(records, indent=1))
+    return path
+
+
+def env() -> dict:
+    """The environment of a training subprocess: this checkout importable, ROS isolation inherited."""
+    paths = [str(REPO), str(REPO / "training"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+
+
+def train_command(tiny: Path, data: Path, out: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "vilasr_train.cli", "sft", "--config", "sft_cpu_toy", "--model", str(tiny),
+            "--data", str(data), "--out", str(out), *flags]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,345 @@
+"""Stage 2: reflective rejection sampling (spec §6–7).
+
+Sample K trajectories per question from the stage-1 model, keep the correct, well-formed and
+reflective ones, write them as ViLaSR-data that stage 1's loader reads unchanged, and (``sft``)
+fine-tune the model on them with stage 1's trainer. Rollouts are core ``Session``s advanced by the
+core's batched driver: the protocol, renderer and budgets (the RL ones, spec §3) are the node's.
+
+What is kept (each judgment is stored per sample, so the filter can be re-run without sampling):
+
+- correct: the dialogue ended with an answer whose RL accuracy (``scoring.rl_accuracy``: exact
+  match for multiple choice, MRA of the first number for numerical / regression) reaches
+  ``min_accuracy``. The default 1.0 means the right letter, or a number within 5 % of the truth
+  (MRA is 1 iff every threshold 0.50…0.95 passes): the paper keeps correct trajectories only.
+- well formed: ``protocol.format_ok`` on every assistant turn (answered dialogues only).
+- reflective: ``protocol.is_reflective`` over the operations each step drew — some label drawn
+  again at a later step with other coordinates or on another image.
+
+Runs in three restartable phases:
+
+1. Sampling, sharded: shard I of N takes the valid prompts i with i % N == I and appends one JSON
+   line per question (its prompt and all K transcripts with their judgments) to
+   ``OUT/samples-shard{I}of{N}.jsonl``, flushed and fsync'd as each batch of questions finishes.
+   A question is skipped when any ``OUT/samples-*.jsonl`` already holds it, so a killed run (or
+   one restarted with another shard count) loses at most the batch in flight and duplicates
+   nothing; a line cut by a kill is dropped before appending.
+2. Building, at the end of every shard, serialised by a lock: ``OUT/reflective.json``,
+   ``OUT/images/`` and ``OUT/report.json`` from all sample files, one entry per question. Drawn
+   images are re-rendered by replaying the kept transcripts through a ``Session`` (deterministic,
+   checked against the transcript), so nothing of a killed run needs cleaning up, and the shard
+   that finishes last builds from everything. Files are replaced atomically.
+3. ``sft``: stage-1 training from ``model`` on ``OUT/reflective.json`` into ``OUT/sft``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ros_vilasr.core.driver import run_sessions
+from ros_vilasr.core.engines import create_engine
+from ros_vilasr.core.engines.replay import ReplayEngine
+from ros_vilasr.core.protocol import Box, Line, Op, is_reflective
+from ros_vilasr.core.session import Budget, Session
+
+from . import sft
+from .rewards import score_rollout
+from .rollout import SessionSettings, load_prompts, open_session
+
+log = logging.getLogger(__name__)
+
+DATA_NAME = "reflective.json"
+REPORT_NAME = "report.json"
+STATS = ("questions", "sampled", "correct", "well_formed", "reflective", "kept")
+
+
+@dataclass
+class Config(sft.Config):
+    """``data``: RL prompt files (``--prompts``). TRL keys go to ``SFTConfig`` and are used by ``sft``."""
+
+    k: int = 8  # trajectories sampled per question
+    engine: str = "transformers"  # transformers (CPU, or a GPU without vLLM) | vllm
+    engine_options: dict = field(default_factory=dict)  # more engine arguments (vLLM: LLM(...) keys)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    sampling_seed: int | None = None  # seeds torch once (transformers engine); vLLM samples unseeded
+    questions_per_batch: int = 8  # questions whose K dialogues advance together; saved per batch
+    min_accuracy: float = 1.0  # RL accuracy a trajectory needs to count as correct
+    shard: str = "0/1"  # I/N: this process samples the prompts i with i % N == I
+    sft: bool = False  # then fine-tune `model` on the kept trajectories (into OUT/sft)
+    system_prompt: str | None = None  # a replacement system prompt file
+    max_new_tokens: int | None = None  # per turn; None: the spec's RL budget (1024)
+    max_total_tokens: int | None = None  # per trajectory; None: the spec's RL budget (13312)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = str(text).partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        index = count = -1
+    if not sep or not 0 <= index < count:
+        raise ValueError(f"shard must be I/N with 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def session_settings(config: Config) -> SessionSettings:
+    return SessionSettings(config.max_pixels, config.system_prompt, config.max_new_tokens, config.max_total_tokens)
+
+
+# -- judging one trajectory ---------------------------------------------------------------------
+
+
+def step_ops(session: Session) -> list[list[Op]]:
+    """The protocol operations each step drew, rebuilt from the session's trace."""
+    return [[Box(op.image_index, op.label, op.model_coords) if op.kind == "box"
+             else Line(op.image_index, op.label, op.model_coords[:2], op.model_coords[2:]) for op in step.ops]
+            for step in session.steps]
+
+
+def reflects(session: Session) -> bool:
+    """Stage-2 reflection: a label drawn again at a later step with other coordinates or target."""
+    return is_reflective(step_ops(session))
+
+
+def judge(session: Session, prompt: dict) -> dict:
+    """A sampled trajectory as stored: its transcript, what it cost and the three judgments."""
+    score = score_rollout(session, prompt)
+    return {"conversations": session.conversations(), "finish_reason": session.finish_reason,
+            "answer": session.answer, "calls": session.calls, "images": len(session.images),
+            "completion_tokens": session.completion_tokens, "accuracy": score.accuracy,
+            "well_formed": bool(score.format), "reflective": reflects(session)}
+
+
+def keep(sample: dict, min_accuracy: float) -> bool:
+    return sample["accuracy"] >= min_accuracy and sample["well_formed"] and sample["reflective"]
+
+
+# -- sample files ------------------------------------------------------------------------------
+
+
+def sample_files(out: Path) -> list[Path]:
+    return sorted(out.glob("samples-shard*.jsonl"))
+
+
+def read_samples(path: Path) -> Iterator[dict]:
+    """The questions of a sample file. A last line without its newline is a write cut by a kill
+    (or one still in progress in another shard): not a question yet."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f):
+            if not line.endswith(b"\n"):
+                return
+            try:
+                yield json.loads(line)
+            except ValueError:
+                log.warning("%s: line %d is not JSON; ignored", path, n + 1)
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a partial last line, so the next append starts a line of its own."""
+    if not path.exists():
+        return
+    end = 0
+    with path.open("rb") as f:
+        for line in f:
+            if line.endswith(b"\n"):
+                end += len(line)
+    if end < path.stat().st_size:
+        log.warning("%s: dropping a partial last line (a killed run)", path)
+        os.truncate(path, end)
+
+
+def sample(config: Config, prompts: list[dict], out: Path) -> None:
+    """Sample this shard's unsampled questions, appending each finished batch to its file."""
+    index, count = parse_shard(config.shard)
+    done = {q["source"] for path in sample_files(out) for q in read_samples(path)}
+    todo = [p for i, p in enumerate(prompts) if i % count == index and p["source"] not in done]
+    path = out / f"samples-shard{index}of{count}.jsonl"
+    log.info("shard %d/%d: %d questions to sample (%d already sampled in %s)", index, count, len(todo),
+             len(done), out)
+    if not todo:
+        return
+    drop_partial_line(path)
+    if config.sampling_seed is not None:
+        torch.manual_seed(config.sampling_seed)
+    settings = session_settings(config)
+    engine = open_engine(config)
+    try:
+        with path.open("ab") as f, tqdm(total=len(todo), desc=f"sampling {index}/{count}", unit="q") as bar:
+            for start in range(0, len(todo), config.questions_per_batch):
+                batch = todo[start:start + config.questions_per_batch]
+                sessions = run_sessions([open_session(p, settings) for p in batch for _ in range(config.k)], engine)
+                for n, prompt in enumerate(batch):
+                    group = sessions[n * config.k:(n + 1) * config.k]
+                    if failed := [s.error for s in group if s.finish_reason == "engine_error"]:
+                        # not written: a restarted run tries the question again
+                        log.warning("%s not sampled, the engine failed: %s", prompt["source"], failed[0])
+                        continue
+                    line = {"source": prompt["source"],
+                            "prompt": prompt | {"images": [os.path.abspath(p) for p in prompt["images"]]},
+                            "samples": [judge(s, prompt) for s in group]}
+                    f.write((json.dumps(line) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
+                bar.update(len(batch))
+    finally:
+        engine.close()
+
+
+def open_engine(config: Config):
+    sampling = {"temperature": config.temperature, "top_p": config.top_p}
+    if config.engine == "vllm":
+        # no per-request seed: it would make the K samples of a question identical
+        return create_engine("vllm", config.model, **sampling, max_images=Budget.rl().max_images,
+                             max_pixels=config.max_pixels, **config.engine_options)
+    if config.engine == "transformers":
+        engine = create_engine("transformers", config.model, **sampling,
+                               max_cached_dialogues=config.k * config.questions_per_batch, **config.engine_options)
+        # a sampled <|image_pad|> would be read back next turn as an image without pixels
+        engine.model.generation_config.suppress_tokens = engine.processor.tokenizer.convert_tokens_to_ids(
+            ["<|image_pad|>", "<|video_pad|>"])
+        return engine
+    raise ValueError(f"engine must be transformers or vllm, got {config.engine!r}")
+
+
+# -- the kept data and the report --------------------------------------------------------------
+
+
+def replay(prompt: dict, sample: dict, settings: SessionSettings) -> Session | None:
+    """The sampled dialogue rebuilt from its transcript — the same drawings, pixel for pixel — or
+    None when it no longer replays identically (input image gone, system prompt changed)."""
+    session = open_session(prompt, settings)
+    run_sessions([session], ReplayEngine([sample]))
+    return session if session.conversations() == sample["conversations"] else None
+
+
+def image_folder(source: str) -> str:
+    """A short, unique, filesystem-safe folder name for a question (``file#n``)."""
+    path, _, n = source.rpartition("#")
+    return f"{Path(path).stem}-{n}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+
+
+def save_image(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_json(data, path: Path) -> None:
+    """Atomically: a reader (or a kill) never sees half a file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(data, f, indent=1)
+    os.replace(f.name, path)
+
+
+@contextmanager
+def exclusive(path: Path):
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def record(prompt: dict, j: int, session: Session, out: Path) -> dict:
+    """A kept trajectory as a ViLaSR-data record: input paths (absolute), then its drawn images
+    (saved under OUT/images, relative to OUT where the data file lives)."""
+    folder = Path("images") / image_folder(prompt["source"]) / str(j)
+    drawn = []
+    for i in range(len(session.inputs), len(session.images)):
+        save_image(session.images[i], out / folder / f"image_{i}.png")
+        drawn.append((folder / f"image_{i}.png").as_posix())
+    return {"id": f"{prompt['source']}@{j}", "data_type": prompt.get("data_type", ""),
+            "conversations": session.conversations(), "images": prompt["images"] + drawn}
+
+
+def build(config: Config, out: Path, prompt_report=None, valid_prompts: int | None = None) -> dict:
+    """Write the kept data and the report from every sample file in ``out`` (module doc, phase 2)."""
+    settings = session_settings(config)
+    with exclusive(out / ".build.lock"):
+        seen, records, replay_failed = set(), [], 0
+        stats: dict[str, Counter] = {}
+        for path in sample_files(out):
+            for question in tqdm(read_samples(path), desc=f"building from {path.name}", unit="q"):
+                if question["source"] in seen:
+                    continue
+                seen.add(question["source"])
+                prompt = question["prompt"]
+                counts = stats.setdefault(prompt.get("data_type") or prompt["problem_type"], Counter())
+                counts["questions"] += 1
+                for j, s in enumerate(question["samples"]):
+                    kept = keep(s, config.min_accuracy)
+                    if kept and (session := replay(prompt, s, settings)) is None:
+                        log.warning("%s sample %d does not replay identically; not kept", question["source"], j)
+                        kept, replay_failed = False, replay_failed + 1
+                    if kept:
+                        records.append(record(prompt, j, session, out))
+                    counts.update(sampled=1, correct=s["accuracy"] >= config.min_accuracy,
+                                  well_formed=s["well_formed"], reflective=s["reflective"], kept=kept,
+                                  calls=s["calls"], images=s["images"])
+        write_json(records, out / DATA_NAME)
+        report = {"questions_valid": valid_prompts, "questions_sampled": len(seen),
+                  "min_accuracy": config.min_accuracy, "written": len(records), "replay_failed": replay_failed,
+                  "by_data_type": {name: summarise(c) for name, c in sorted(stats.items())},
+                  "total": summarise(sum(stats.values(), Counter())),
+                  "prompts": prompt_report.to_json() if prompt_report is not None else None}
+        write_json(report, out / REPORT_NAME)
+    log.info("kept %d trajectories of %d questions in %s", len(records), len(seen), out / DATA_NAME)
+    return report
+
+
+def summarise(counts: Counter) -> dict:
+    sampled = counts["sampled"]
+    return {**{name: counts[name] for name in STATS},
+            "mean_calls": counts["calls"] / sampled if sampled else 0.0,
+            "mean_images": counts["images"] / sampled if sampled else 0.0}
+
+
+def format_report(report: dict) -> str:
+    """The report as a table: one row per data type, then the total."""
+    rows = {**report["by_data_type"], "total": report["total"]}
+    heads = ("data type", *STATS, "calls", "images")
+    width = max(len(heads[0]), *map(len, rows))
+    lines = [f"{heads[0]:<{width}}" + "".join(f"{h:>12}" for h in heads[1:])]
+    for name, row in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{row[s]:>12}" for s in STATS)
+                     + f"{row['mean_calls']:>12.2f}{row['mean_images']:>12.2f}")
+    return "\n".join(lines)
+
+
+# -- the stage ---------------------------------------------------------------------------------
+
+
+def train(config: Config) -> Path:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    parse_shard(config.shard)  # fail before loading anything
+    if not 0 < config.min_accuracy <= 1:
+        raise ValueError(f"min_accuracy must be in (0, 1], got {config.min_accuracy}")
+    prompts, prompt_report = load_prompts(config.data, config.images_root, config.validation_workers)
+    sample(config, prompts, out)
+    report = build(config, out, prompt_report, len(prompts))
+    print(format_report(report))
+    if report["questions_sampled"] < len(prompts):
+        log.info("%d of %d questions sampled so far (other shards still running?)",
+                 report["questions_sampled"], len(prompts))
+    if not config.sft:
+        return out / DATA_NAME
+    if not report["written"]:
+        raise ValueError(f"no trajectory kept in {out / DATA_NAME}: nothing to fine-tune on")
+    # stage 1's trainer and recipe, on the kept data (paths in it resolve against OUT)
+    stage1 = {f.name: getattr(config, f.name) for f in dataclasses.fields(sft.Config)}
+    return sft.train(sft.Config(**stage1 | {"data": [str(out / DATA_NAME)], "images_root": None,
+                                            "out": str(out / "sft")}))
