@@ -117,7 +117,79 @@ def _add_replay(subparsers) -> None:
     p.set_defaults(func=_replay)
 
 
-COMMANDS = [_add_tiny_model, _add_ask, _add_replay]
+def _eval(args: argparse.Namespace) -> None:
+    from ros_vilasr.core.engines import create_engine
+    from ros_vilasr.evaluation.benchmarks import load_benchmark
+    from ros_vilasr.evaluation.runner import benchmark_name, run_evaluation
+
+    name = benchmark_name(args.benchmark, args.name)
+    items = load_benchmark(args.benchmark, args.images, benchmark=name)[:args.limit]
+    engine = create_engine(args.engine, args.model, **_engine_options(args))
+    try:
+        run_evaluation(items, engine, args.out, name, batch_size=args.batch_size)
+    except KeyboardInterrupt:
+        logging.getLogger("vilasr").warning("interrupted: finished items are saved in %s; run the same "
+                                            "command again to resume", args.out)
+        raise SystemExit(130) from None
+    finally:
+        engine.close()
+
+
+def _add_eval(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a model on a benchmark file (resumable)")
+    p.add_argument("--benchmark", type=Path, required=True, help="evaluation file (ViLaSR-eval JSON list)")
+    p.add_argument("--images", type=Path, help="folder the items' image paths are relative to "
+                                              "(default: the file's folder)")
+    p.add_argument("--name", help="benchmark name for scoring (default: from the file name)")
+    p.add_argument("--out", type=Path, required=True, help="results.jsonl, summary.json and plots go here")
+    p.add_argument("--batch-size", type=int, default=10, help="questions advanced together")
+    p.add_argument("--limit", type=int, help="only the first N items")
+    add_engine_flags(p)
+    p.set_defaults(func=_eval)
+
+
+def _score(args: argparse.Namespace) -> None:
+    from ros_vilasr.core.scoring import aggregate, format_table
+    from ros_vilasr.evaluation.benchmarks import read_results_jsonl, score_rows
+    from ros_vilasr.evaluation.runner import unique_rows
+
+    rows = score_rows(unique_rows(read_results_jsonl(args.results)))
+    print(format_table(aggregate(args.benchmark, rows)))
+
+
+def _add_score(subparsers) -> None:
+    p = subparsers.add_parser("score", help="score a results.jsonl (ours or the original ViLaSR's)")
+    p.add_argument("results", type=Path)
+    p.add_argument("--benchmark", required=True, help="maze, vsi_bench, spar_bench, ... (sets the aggregate)")
+    p.set_defaults(func=_score)
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from ros_vilasr.synth.trajectories import write_dataset
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"{args.out} is not empty; choose a new directory")
+    if not 0 <= args.reflective_share <= 1:
+        raise SystemExit("--reflective-share must be between 0 and 1")
+    if args.task == "maze":
+        from ros_vilasr.synth.maze import maze_tasks as tasks
+    else:
+        from ros_vilasr.synth.scene_tasks import scene_tasks as tasks
+    write_dataset(tasks(args.n, args.seed, args.reflective_share), args.out, total=args.n)
+
+
+def _add_synth(subparsers) -> None:
+    p = subparsers.add_parser("synth", help="synthetic spatial tasks: evaluation items + oracle trajectories")
+    p.add_argument("task", choices=["maze", "scene"])
+    p.add_argument("--n", type=int, required=True, help="number of items")
+    p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical output")
+    p.add_argument("--out", type=Path, required=True, help="an empty or new directory")
+    p.add_argument("--reflective-share", type=float, default=0.25,
+                   help="share of trajectories with a wrong drawing that is corrected later")
+    p.set_defaults(func=_synth)
+
+
+COMMANDS = [_add_tiny_model, _add_ask, _add_replay, _add_eval, _add_score, _add_synth]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ros_vilasr.core.protocol import PATH_TRACER
 
-from .trajectories import OracleDialogue, SynthTask, is_reflective_share, line_op, model_grid_size, multiple_choice
+from .trajectories import (
+    Mistake,
+    OracleDialogue,
+    PlanStep,
+    SynthTask,
+    is_reflective_share,
+    line_op,
+    model_grid_size,
+    multiple_choice,
+)
 
 SIZES = (3, 4, 5, 6)
 IMAGE_SIDE = 448  # a multiple of 28 below the training pixel cap: the model sees it unresized
@@ -151,13 +160,22 @@ def render(maze: Maze) -> Image.Image:
                 pen.line((*corner(r + 1, c), *corner(r + 1, c + 1)), fill=WALL, width=WALL_WIDTH)
     pen.line((*corner(0, 0), *corner(0, n)), fill=WALL, width=WALL_WIDTH)
     pen.line((*corner(0, 0), *corner(n, 0)), fill=WALL, width=WALL_WIDTH)
-    font = ImageFont.load_default_imagefont()  # bitmap font: identical pixels on every machine
     radius = step * 0.28
     for cell, color, mark in ((maze.start, START_COLOR, "S"), (maze.goal, GOAL_COLOR, "G")):
         x, y = centre(n, cell)
         pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
-        pen.text((x, y), mark, fill="white", font=font, anchor="mm")
+        glyph = _glyph(mark, color)
+        image.paste(glyph, (round(x - glyph.width / 2), round(y - glyph.height / 2)))
     return image
+
+
+def _glyph(text: str, background) -> Image.Image:
+    """A letter in PIL's bitmap font (identical pixels on every machine), enlarged 3x."""
+    font = ImageFont.load_default_imagefont()
+    left, top, right, bottom = font.getbbox(text)
+    glyph = Image.new("RGB", (right - left + 2, bottom - top + 2), background)
+    ImageDraw.Draw(glyph).text((1 - left, 1 - top), text, fill="white", font=font)
+    return glyph.resize((glyph.width * 3, glyph.height * 3), Image.Resampling.NEAREST)
 
 
 # -- questions and the oracle ------------------------------------------------------------------
@@ -201,15 +219,9 @@ def _where(cell: Cell) -> str:
     return f"row {cell[0] + 1}, column {cell[1] + 1}"
 
 
-def _trace_ops(maze: Maze, path_runs, first: int, corners, target: int, wrong: int | None = None) -> list[dict]:
-    """Path Tracer lines for runs first.. (labels "run k"); ``wrong``: a run drawn to a wrong cell."""
-    ops = []
-    for k in range(first, first + len(path_runs)):
-        end = corners[k + 1]
-        if k == wrong:
-            end = _wrong_end(maze.size, corners[k], corners[k + 1])
-        ops.append(line_op(target, centre(maze.size, corners[k]), centre(maze.size, end), f"run {k + 1}"))
-    return ops
+def _run_line(maze: Maze, corners: list[Cell], k: int, end: Cell | None = None) -> dict:
+    """The Path Tracer line of run k (0-based), labelled "run k+1"."""
+    return line_op(centre(maze.size, corners[k]), centre(maze.size, end or corners[k + 1]), f"run {k + 1}")
 
 
 def _wrong_end(size: int, start: Cell, end: Cell) -> Cell:
@@ -225,41 +237,37 @@ def _wrong_end(size: int, start: Cell, end: Cell) -> Cell:
 def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: bool) -> OracleDialogue:
     path = maze.route()
     corners = [path[0]]  # cells where a run starts or ends
-    i = 0
     for _, n in route_runs:
-        i += n
-        corners.append(path[i])
+        corners.append(path[path.index(corners[-1]) + n])
     per_step = min(RUNS_PER_STEP, -(-len(route_runs) // 2))
     chunks = [list(range(k, min(k + per_step, len(route_runs)))) for k in range(0, len(route_runs), per_step)]
-    mistake = int(rng.integers(len(chunks))) if reflective else None
-
-    dialogue = OracleDialogue(1)
-    image = 1
+    steps = []
     for c, chunk in enumerate(chunks):
-        first = chunk[0]
-        part = route_runs[first:chunk[-1] + 1]
         if c == 0:
             thought = (f"The green start S is at {_where(maze.start)} and the red goal G at "
                        f"{_where(maze.goal)} of the {maze.size}x{maze.size} grid. I trace the open "
                        "corridor from S, one line per straight run between cell centres.")
         else:
-            thought = (f"Image {image} shows the route so far, along open corridors to "
-                       f"{_where(corners[first])}. I continue the trace from there.")
-        if c == mistake:
-            wrong = int(rng.choice(chunk))
-            [bad] = dialogue.draw(thought, PATH_TRACER, _trace_ops(maze, part, first, corners, image, wrong))
-            fix = (f"Checking image {bad}: the line 'run {wrong + 1}' does not follow the corridor; it "
-                   f"ends at {_where(_wrong_end(maze.size, corners[wrong], corners[wrong + 1]))} and "
-                   f"cuts across a wall. The corridor actually turns at {_where(corners[wrong + 1])}. "
-                   f"I redraw this part of the route on image {image} with 'run {wrong + 1}' corrected.")
-            thought = fix
-        [image] = dialogue.draw(thought, PATH_TRACER, _trace_ops(maze, part, first, corners, image))
+            thought = ("Image {latest[0]} shows the route so far, along open corridors to "
+                       f"{_where(corners[chunk[0]])}. I continue the trace from there.")
+        steps.append(PlanStep(thought, PATH_TRACER, [(0, _run_line(maze, corners, k)) for k in chunk]))
 
-    turns = len(route_runs) - 1
-    summary = (f"The trace on image {image} reaches G through open corridors only: {describe(route_runs)}. "
-               f"That is {len(route_runs)} straight runs")
+    mistake = None
+    if reflective:
+        step = int(rng.integers(len(chunks)))
+        at = int(rng.integers(len(chunks[step])))
+        k = chunks[step][at]
+        wrong_end = _wrong_end(maze.size, corners[k], corners[k + 1])
+        reason = (f"the line 'run {k + 1}' does not follow the corridor; it ends at {_where(wrong_end)} and "
+                  f"cuts across a wall. The corridor actually turns at {_where(corners[k + 1])}.")
+        mistake = Mistake(step, at, _run_line(maze, corners, k, wrong_end), reason)
+
+    dialogue = OracleDialogue(1)
+    dialogue.play(steps, mistake)
+    summary = ("The trace on image {latest[0]} reaches G through open corridors only: "
+               f"{describe(route_runs)}. That is {len(route_runs)} straight runs")
     if sub_task == "maze_turn_count":
-        thought = f"{summary}, so the path changes direction {turns} times, option {answer}."
+        thought = f"{summary}, so the path changes direction {len(route_runs) - 1} times, option {answer}."
     elif sub_task == "maze_move_sequence":
         thought = f"{summary}; the option listing exactly these moves is {answer}."
     else:
@@ -287,7 +295,8 @@ def maze_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTask
         id=f"maze_{index:05d}", question=question, options=options,
         problem_type="multiple choice" if options else "numerical", answer=answer, sub_task=sub_task,
         images=[render(maze)], turns=dialogue.turns, expected_new_images=dialogue.expected_new_images,
-        reflective=reflective, grid_size=size)
+        reflective=reflective, grid_size=size,
+        ground_truth={"start": list(maze.start), "goal": list(maze.goal), "route": [list(r) for r in route_runs]})
 
 
 def maze_tasks(n: int, seed: int, reflective_share: float = 0.0) -> Iterator[SynthTask]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -52,6 +52,7 @@ class SynthTask:
     reflective: bool = False
     kind: str = "single"  # single | video | views
     grid_size: int | None = None
+    ground_truth: dict = field(default_factory=dict)  # what the generator knows (maze, scene, cameras)
 
     @property
     def data_type(self) -> str:
@@ -69,42 +70,82 @@ def model_grid_size(width: int, height: int) -> tuple[int, int]:
     return size
 
 
-def box_op(index: int, bbox, label: str) -> dict:
-    return {"index": index, "bbox_2d": [round(v) for v in bbox], "label": label}
+def box_op(bbox, label: str) -> dict:
+    return {"bbox_2d": [round(v) for v in bbox], "label": label}
 
 
-def line_op(index: int, start, end, label: str) -> dict:
-    return {"index": index, "start_point_2d": [round(v) for v in start],
-            "end_point_2d": [round(v) for v in end], "label": label}
+def line_op(start, end, label: str) -> dict:
+    return {"start_point_2d": [round(v) for v in start], "end_point_2d": [round(v) for v in end],
+            "label": label}
+
+
+@dataclass
+class PlanStep:
+    """One drawing step of an oracle. ``thought`` may name the images it looks at as
+    ``{latest[f]}``: the newest image drawn from input f (filled in when the turn is written)."""
+
+    thought: str
+    tool: str
+    ops: list[tuple[int, dict]]  # (0-based input image to draw on, operation without "index")
+
+
+@dataclass
+class Mistake:
+    """Makes a trajectory reflective: operation ``op`` of step ``step`` is first drawn as ``wrong``;
+    the next turn notices it (``reason``) and redraws the step correctly under the same labels on
+    the images it was first drawn on."""
+
+    step: int
+    op: int
+    wrong: dict
+    reason: str
 
 
 class OracleDialogue:
-    """Writes the oracle's turns in the protocol's format (spec §1) and tracks the image indices
-    the core will give to each drawing (spec §2), using the core's own target ordering."""
+    """Writes the oracle's turns in the protocol's format (spec §1). Each operation targets the
+    newest image drawn from its input, whose index is predicted with the core's own target
+    ordering (spec §2); the prediction is checked against the session later."""
 
     def __init__(self, n_inputs: int):
         self.n_images = n_inputs
+        self.latest = list(range(1, n_inputs + 1))  # per input: 1-based index of its newest image
         self.turns: list[str] = []
         self.expected_new_images: list[list[int]] = []
 
-    def draw(self, thought: str, tool: str, ops: list[dict]) -> list[int]:
-        """Add a drawing step; returns the indices of the images it creates."""
-        body = "[\n" + ",\n".join("  " + json.dumps(op) for op in ops) + "\n]"
-        text = f"<think>{thought}</think>\nAction: {tool}\n```json\n{body}\n```"
-        n_new = len(targets_in_order(protocol.parse_turn(text).ops))
-        new = list(range(self.n_images + 1, self.n_images + 1 + n_new))
-        self.n_images += n_new
-        self.turns.append(text)
-        self.expected_new_images.append(new)
-        return new
+    def play(self, steps: list[PlanStep], mistake: Mistake | None = None) -> None:
+        for n, step in enumerate(steps):
+            thought = step.thought.format(latest=self.latest)
+            if mistake is not None and mistake.step == n:
+                before = list(self.latest)
+                ops = list(step.ops)
+                frame = ops[mistake.op][0]
+                ops[mistake.op] = (frame, mistake.wrong)
+                self._turn(thought, step.tool, ops)
+                label = mistake.wrong["label"]
+                redo = sorted({before[f] for f, _ in ops})
+                thought = (f"Checking image {self.latest[frame]}: {mistake.reason} I redraw this step on "
+                           f"image{'s' if len(redo) > 1 else ''} {', '.join(map(str, redo))} with "
+                           f"'{label}' corrected.")
+                self.latest = before
+            self._turn(thought, step.tool, step.ops)
 
     def answer(self, thought: str, answer: str) -> None:
+        thought = thought.format(latest=self.latest)
         self.turns.append(f"<think>{thought}</think>\nAction: Answer\n<answer>{answer}</answer>")
         self.expected_new_images.append([])
 
-
-def option_letters(n: int) -> list[str]:
-    return [chr(ord("A") + i) for i in range(n)]
+    def _turn(self, thought: str, tool: str, ops: list[tuple[int, dict]]) -> None:
+        frame_of = {self.latest[f]: f for f, _ in ops}
+        items = [{"index": self.latest[f], **op} for f, op in ops]
+        body = "[\n" + ",\n".join("  " + json.dumps(op) for op in items) + "\n]"
+        text = f"<think>{thought}</think>\nAction: {tool}\n```json\n{body}\n```"
+        new = []
+        for target in targets_in_order(protocol.parse_turn(text).ops):
+            self.n_images += 1
+            self.latest[frame_of[target]] = self.n_images
+            new.append(self.n_images)
+        self.turns.append(text)
+        self.expected_new_images.append(new)
 
 
 def multiple_choice(rng, correct: str, distractors: list[str]) -> tuple[list[str], str]:
@@ -112,9 +153,9 @@ def multiple_choice(rng, correct: str, distractors: list[str]) -> tuple[list[str
     choices = [correct, *distractors]
     order = rng.permutation(len(choices))
     shuffled = [choices[i] for i in order]
-    letters = option_letters(len(shuffled))
+    letters = [chr(ord("A") + i) for i in range(len(shuffled))]
     letter = letters[shuffled.index(correct)]
-    return [f"{l}. {c}" for l, c in zip(letters, shuffled)], letter
+    return [f"{key}. {c}" for key, c in zip(letters, shuffled)], letter
 
 
 def is_reflective_share(index: int, share: float) -> bool:
@@ -171,7 +212,7 @@ def _records(task: SynthTask, session: Session, out: Path) -> tuple[dict, dict]:
     item = {"id": task.id, "question": task.question, "options": task.options,
             "problem_type": task.problem_type, "answer": task.answer, "image_path": inputs,
             "data_type": task.data_type, "original_question_type": task.sub_task,
-            "grid_size": task.grid_size}
+            "grid_size": task.grid_size, "ground_truth": task.ground_truth}
     trajectory = {"id": task.id, "question": task.question, "options": task.options,
                   "problem_type": task.problem_type, "answer": task.answer,
                   "original_question_type": task.sub_task, "reflective": task.reflective,

@@ -1,0 +1,224 @@
+"""`vilasr synth`: every item solvable, every oracle trajectory well formed, correct and rendered by
+the core, reflective ones where asked, and the same seed gives byte-identical files."""
+
+import hashlib
+import json
+import re
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ros_vilasr.cli import main
+from ros_vilasr.core import protocol
+from ros_vilasr.core.driver import run_sessions
+from ros_vilasr.core.engines.replay import ReplayEngine
+from ros_vilasr.core.scoring import extract_answer, rl_accuracy, score_answer
+from ros_vilasr.core.session import Budget, Session
+from ros_vilasr.evaluation.benchmarks import load_benchmark
+from ros_vilasr.synth import maze, scene_tasks
+from ros_vilasr.synth import scene as sc
+
+SHARE = 0.5
+
+
+def synth(task, out, n, seed=0, share=SHARE):
+    main(["synth", task, "--n", str(n), "--seed", str(seed), "--out", str(out), "--reflective-share", str(share)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def maze_dir(tmp_path_factory):
+    return synth("maze", tmp_path_factory.mktemp("maze"), 16)
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    return synth("scene", tmp_path_factory.mktemp("scene"), 10)
+
+
+def load(out):
+    return json.loads((out / "eval.json").read_text()), json.loads((out / "trajectories.json").read_text())
+
+
+def option_text(item):
+    letter = item["answer"]
+    return next(o.split(". ", 1)[1] for o in item["options"] if o.startswith(letter + ". "))
+
+
+@pytest.mark.parametrize("which", ["maze_dir", "scene_dir"])
+def test_trajectories_well_formed_correct_and_reflective_where_asked(which, request):
+    out = request.getfixturevalue(which)
+    items, trajectories = load(out)
+    assert [t["id"] for t in trajectories] == [i["id"] for i in items]
+    assert sum(t["reflective"] for t in trajectories) == int(len(items) * SHARE)
+    for item, t in zip(items, trajectories):
+        conv = t["conversations"]
+        assert [m["role"] for m in conv[:2]] == ["system", "user"] and conv[-1]["role"] == "assistant"
+        turns = [m["content"] for m in conv if m["role"] == "assistant"]
+        assert protocol.format_ok(turns), t["id"]
+        answer = extract_answer(turns[-1])
+        assert rl_accuracy(answer, item["answer"], item["problem_type"]) == 1.0
+        assert score_answer(answer, item["answer"], item["problem_type"]) == 1.0
+        assert protocol.is_reflective([protocol.parse_turn(x).ops for x in turns]) == t["reflective"]
+        assert len(turns) >= 2  # at least one drawing step before the answer
+        assert sum(m["content"].count("<image>") for m in conv) == len(t["images"])
+        assert t["images"][:len(item["image_path"])] == item["image_path"]
+        assert all((out / p).is_file() for p in t["images"])
+
+
+@pytest.mark.parametrize("which", ["maze_dir", "scene_dir"])
+def test_drawn_images_are_the_cores_rendering(which, request):
+    """Replaying each trajectory from its saved input images redraws the saved drawings exactly."""
+    out = request.getfixturevalue(which)
+    items, trajectories = load(out)
+    for item, t in zip(items[:4], trajectories[:4]):
+        inputs = [Image.open(out / p).convert("RGB") for p in item["image_path"]]
+        session = Session(inputs, item["question"], options=item["options"] or (),
+                          problem_type=item["problem_type"], kind="video" if len(inputs) > 1 else "single",
+                          budget=Budget.evaluation(item["original_question_type"]), key=item["id"])
+        run_sessions([session], ReplayEngine([t]))
+        assert session.finish_reason == "answer"
+        assert session.conversations() == t["conversations"]
+        assert len(session.images) == len(t["images"])
+        for image, path in zip(session.images, t["images"]):
+            assert np.array_equal(np.asarray(image), np.asarray(Image.open(out / path).convert("RGB"))), path
+
+
+def test_items_load_as_an_evaluation_file(maze_dir, scene_dir):
+    mazes = load_benchmark(maze_dir / "eval.json", benchmark="maze")
+    assert {m.grid_size for m in mazes} >= {3, 4, 5, 6}
+    assert {m.sub_task for m in mazes} == set(maze.SUB_TASKS)
+    assert all(len(m.options) == 4 for m in mazes if m.problem_type == "multiple choice")
+    scenes = load_benchmark(scene_dir / "eval.json", benchmark="synth_scene")
+    assert {s.sub_task for s in scenes} == set(scene_tasks.SUB_TASKS)
+    assert {s.problem_type for s in scenes} == {"multiple choice", "regression"}
+    videos = [s for s in scenes if s.kind == "video"]
+    assert videos and all(len(v.image_paths) == scene_tasks.VIDEO_FRAMES for v in videos)
+
+
+# -- solvable: answers recomputed independently of the generator ---------------------------------
+
+
+def read_maze(image: Image.Image, n: int):
+    """Walls, S and G read back from the pixels."""
+    pixels = np.asarray(image)
+    step = maze.cell_size(n)
+
+    def at(x, y):
+        return tuple(int(v) for v in pixels[round(y), round(x)])
+
+    def open_between(a, b):
+        (xa, ya), (xb, yb) = maze.centre(n, a), maze.centre(n, b)
+        return at((xa + xb) / 2, (ya + yb) / 2) != maze.WALL
+
+    marks = {}
+    for r in range(n):
+        for c in range(n):
+            x, y = maze.centre(n, (r, c))
+            colour = at(x, y + step * 0.2)  # inside the disc, below the letter
+            if colour in (maze.START_COLOR, maze.GOAL_COLOR):
+                marks[colour] = (r, c)
+    return open_between, marks[maze.START_COLOR], marks[maze.GOAL_COLOR]
+
+
+def solve(open_between, n, start, goal):
+    parent, queue = {start: None}, deque([start])
+    while queue:
+        cell = queue.popleft()
+        for dr, dc in maze.MOVES.values():
+            nxt = (cell[0] + dr, cell[1] + dc)
+            if 0 <= nxt[0] < n and 0 <= nxt[1] < n and nxt not in parent and open_between(cell, nxt):
+                parent[nxt] = cell
+                queue.append(nxt)
+    path, cell = [], goal
+    while cell is not None:
+        path.append(cell)
+        cell = parent[cell]
+    return path[::-1]
+
+
+def test_maze_items_solvable_from_the_pixels(maze_dir):
+    items, _ = load(maze_dir)
+    for item in items:
+        n = item["grid_size"]
+        open_between, start, goal = read_maze(Image.open(maze_dir / item["image_path"][0]).convert("RGB"), n)
+        route = maze.runs(solve(open_between, n, start, goal))
+        expected = {"maze_turn_count": str(len(route) - 1), "maze_move_sequence": maze.describe(route),
+                    "maze_path_length": str(sum(k for _, k in route))}[item["original_question_type"]]
+        if item["options"]:
+            assert option_text(item) == expected, item["id"]
+            assert sum(o.split(". ", 1)[1] == expected for o in item["options"]) == 1  # one right option
+        else:
+            assert item["answer"] == expected, item["id"]
+
+
+def scene_of(item):
+    gt = item["ground_truth"]
+    scene = sc.Scene.from_dict(gt["scene"])
+    cameras = [sc.Camera(**{**c, "position": tuple(c["position"])}) for c in gt["cameras"]]
+    return scene, cameras
+
+
+def test_scene_items_solvable_from_the_ground_truth(scene_dir):
+    items, _ = load(scene_dir)
+    for item in items:
+        scene, cameras = scene_of(item)
+        renders = [sc.render(scene, cam) for cam in cameras]
+        for (image, _), path in zip(renders, item["image_path"]):
+            assert np.array_equal(np.asarray(image), np.asarray(Image.open(scene_dir / path).convert("RGB")))
+        seen = {n for _, boxes in renders for n, b in boxes.items() if b is not None}
+        obj = scene.object
+        q, task = item["question"], item["original_question_type"]
+        if task == "object_rel_direction":
+            asked = re.search(r"standing by the (.+?) and facing the (.+?), is the (.+?) to my", q)
+            stand, face, target = asked.groups()
+            angle = sc.bearing_deg(obj(stand).position, obj(face).position, obj(target).position)
+            assert min(abs(abs(angle) - b) for b in (0, 90, 180)) >= scene_tasks.DIRECTION_MARGIN
+            expected = sc.relative_direction(obj(stand).position, obj(face).position, obj(target).position, "quadrant")
+            named = {stand, face, target}
+        elif task == "object_rel_distance":
+            listed, ref = re.search(r"objects \((.+)\) is the closest to the (.+)\?", q).groups()
+            candidates = listed.split(", ")
+            d = sorted((sc.object_distance(obj(ref), obj(c)), c) for c in candidates)
+            assert d[1][0] - d[0][0] >= scene_tasks.DISTANCE_MARGIN
+            expected, named = d[0][1], {ref, *candidates}
+        elif task == "object_size_estimation":
+            name = re.search(r"dimension \(length, width, or height\) of the (.+), measured", q).group(1)
+            expected, named = str(round(sc.object_size(obj(name)) * 100)), {name}
+        elif task == "object_counting":
+            plural = re.search(r"How many (.+) are in this room", q).group(1)
+            named = {n for n in scene.names if re.fullmatch(r"(.+) \d+", n) and plural.startswith(n.rsplit(" ", 1)[0])}
+            expected = str(len(named))
+        else:
+            listed = re.search(r"in the video: (.+)\?", q).group(1).split(", ")
+            first = {n: next(f for f, (_, b) in enumerate(renders) if b[n] is not None) for n in listed}
+            assert len(set(first.values())) == len(listed)
+            expected, named = ", ".join(sorted(listed, key=first.get)), set(listed)
+        assert named <= seen, item["id"]
+        assert (option_text(item) if item["options"] else item["answer"]) == expected, item["id"]
+
+
+# -- determinism -----------------------------------------------------------------------------------
+
+
+def digest(out: Path) -> dict:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("task,n", [("maze", 6), ("scene", 5)])
+def test_same_seed_gives_byte_identical_output(task, n, tmp_path):
+    first = digest(synth(task, tmp_path / "a", n, seed=7))
+    again = digest(synth(task, tmp_path / "b", n, seed=7))
+    assert first == again and len(first) > 2 * n
+    other = digest(synth(task, tmp_path / "c", n, seed=8))
+    assert other["eval.json"] != first["eval.json"]
+
+
+def test_synth_refuses_a_non_empty_directory(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit):
+        synth("maze", tmp_path, 1)
