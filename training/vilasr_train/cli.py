@@ -22,7 +22,7 @@ STAGES = [
 # first-class flags: (flag, config key, argparse options)
 FLAGS = [
     ("--data", "data", {"action": "append", "metavar": "FILE", "help": "trajectory file (repeatable)"}),
-    ("--prompts", "data", {"action": "append", "metavar": "FILE", "help": "RL prompt file (grpo; repeatable)"}),
+    ("--prompts", "data", {"action": "append", "metavar": "FILE", "help": "RL prompts (grpo, reflect; repeatable)"}),
     ("--images-root", "images_root", {"metavar": "DIR", "help": "where relative image paths resolve"}),
     ("--model", "model", {"help": "base checkpoint directory or hub id"}),
     ("--out", "out", {"metavar": "DIR", "help": "output directory"}),

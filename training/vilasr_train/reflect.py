@@ -24,10 +24,11 @@ Runs in three restartable phases:
    one restarted with another shard count) loses at most the batch in flight and duplicates
    nothing; a line cut by a kill is dropped before appending.
 2. Building, at the end of every shard, serialised by a lock: ``OUT/reflective.json``,
-   ``OUT/images/`` and ``OUT/report.json`` from all sample files, one entry per question. Drawn
-   images are re-rendered by replaying the kept transcripts through a ``Session`` (deterministic,
-   checked against the transcript), so nothing of a killed run needs cleaning up, and the shard
-   that finishes last builds from everything. Files are replaced atomically.
+   ``OUT/images/`` and ``OUT/report.json`` from all sample files, one entry per question, so the
+   shard that finishes last builds from everything. Drawn images are rendered by replaying the
+   kept transcripts through a ``Session`` (deterministic, checked against the transcript) into
+   folders named after the transcript; every file is replaced atomically, so a killed build
+   leaves nothing to clean up and a rebuild renders only what is new.
 3. ``sft``: stage-1 training from ``model`` on ``OUT/reflective.json`` into ``OUT/sft``.
 """
 
@@ -200,19 +201,17 @@ def sample(config: Config, prompts: list[dict], out: Path) -> None:
 
 
 def open_engine(config: Config):
-    sampling = {"temperature": config.temperature, "top_p": config.top_p}
+    options = {"temperature": config.temperature, "top_p": config.top_p}
     if config.engine == "vllm":
-        # no per-request seed: it would make the K samples of a question identical
-        return create_engine("vllm", config.model, **sampling, max_images=Budget.rl().max_images,
-                             max_pixels=config.max_pixels, **config.engine_options)
-    if config.engine == "transformers":
-        engine = create_engine("transformers", config.model, **sampling,
-                               max_cached_dialogues=config.k * config.questions_per_batch, **config.engine_options)
-        # a sampled <|image_pad|> would be read back next turn as an image without pixels
-        engine.model.generation_config.suppress_tokens = engine.processor.tokenizer.convert_tokens_to_ids(
-            ["<|image_pad|>", "<|video_pad|>"])
-        return engine
-    raise ValueError(f"engine must be transformers or vllm, got {config.engine!r}")
+        if "seed" in config.engine_options:
+            raise ValueError("engine_options.seed would seed every request alike: the K samples of a question "
+                             "would be identical")
+        options |= {"max_images": Budget.rl().max_images, "max_pixels": config.max_pixels}
+    elif config.engine == "transformers":
+        options["max_cached_dialogues"] = config.k * config.questions_per_batch
+    else:
+        raise ValueError(f"engine must be transformers or vllm, got {config.engine!r}")
+    return create_engine(config.engine, config.model, **options | config.engine_options)
 
 
 # -- the kept data and the report --------------------------------------------------------------
@@ -253,16 +252,22 @@ def exclusive(path: Path):
         yield
 
 
-def record(prompt: dict, j: int, session: Session, out: Path) -> dict:
-    """A kept trajectory as a ViLaSR-data record: input paths (absolute), then its drawn images
-    (saved under OUT/images, relative to OUT where the data file lives)."""
-    folder = Path("images") / image_folder(prompt["source"]) / str(j)
-    drawn = []
-    for i in range(len(session.inputs), len(session.images)):
-        save_image(session.images[i], out / folder / f"image_{i}.png")
-        drawn.append((folder / f"image_{i}.png").as_posix())
+def kept_record(prompt: dict, j: int, sample: dict, out: Path, settings: SessionSettings) -> dict | None:
+    """A kept trajectory as a ViLaSR-data record: input paths (absolute), then its drawn images,
+    under OUT/images (relative to OUT, where the data file lives). Their folder is named after the
+    transcript, so images already there are this transcript's and a rebuild only renders new ones.
+    None when the transcript no longer replays identically."""
+    digest = hashlib.sha1(json.dumps(sample["conversations"]).encode()).hexdigest()[:12]
+    folder = Path("images") / image_folder(prompt["source"]) / f"{j}-{digest}"
+    inputs = len(prompt["images"])
+    drawn = [(folder / f"image_{i}.png").as_posix() for i in range(inputs, sample["images"])]
+    if not all((out / p).is_file() for p in drawn):
+        if (session := replay(prompt, sample, settings)) is None:
+            return None
+        for path, image in zip(drawn, session.images[inputs:], strict=True):
+            save_image(image, out / path)
     return {"id": f"{prompt['source']}@{j}", "data_type": prompt.get("data_type", ""),
-            "conversations": session.conversations(), "images": prompt["images"] + drawn}
+            "conversations": sample["conversations"], "images": prompt["images"] + drawn}
 
 
 def build(config: Config, out: Path, prompt_report=None, valid_prompts: int | None = None) -> dict:
@@ -280,14 +285,16 @@ def build(config: Config, out: Path, prompt_report=None, valid_prompts: int | No
                 counts = stats.setdefault(prompt.get("data_type") or prompt["problem_type"], Counter())
                 counts["questions"] += 1
                 for j, s in enumerate(question["samples"]):
-                    kept = keep(s, config.min_accuracy)
-                    if kept and (session := replay(prompt, s, settings)) is None:
-                        log.warning("%s sample %d does not replay identically; not kept", question["source"], j)
-                        kept, replay_failed = False, replay_failed + 1
-                    if kept:
-                        records.append(record(prompt, j, session, out))
+                    record = None
+                    if keep(s, config.min_accuracy):
+                        record = kept_record(prompt, j, s, out, settings)
+                        if record is None:
+                            log.warning("%s sample %d does not replay identically; not kept", question["source"], j)
+                            replay_failed += 1
+                        else:
+                            records.append(record)
                     counts.update(sampled=1, correct=s["accuracy"] >= config.min_accuracy,
-                                  well_formed=s["well_formed"], reflective=s["reflective"], kept=kept,
+                                  well_formed=s["well_formed"], reflective=s["reflective"], kept=record is not None,
                                   calls=s["calls"], images=s["images"])
         write_json(records, out / DATA_NAME)
         report = {"questions_valid": valid_prompts, "questions_sampled": len(seen),
@@ -301,6 +308,7 @@ def build(config: Config, out: Path, prompt_report=None, valid_prompts: int | No
 
 
 def summarise(counts: Counter) -> dict:
+    """Counts of a group, with model calls and images (inputs included) per sampled dialogue."""
     sampled = counts["sampled"]
     return {**{name: counts[name] for name in STATS},
             "mean_calls": counts["calls"] / sampled if sampled else 0.0,
@@ -310,7 +318,7 @@ def summarise(counts: Counter) -> dict:
 def format_report(report: dict) -> str:
     """The report as a table: one row per data type, then the total."""
     rows = {**report["by_data_type"], "total": report["total"]}
-    heads = ("data type", *STATS, "calls", "images")
+    heads = ("data type", *STATS, "mean_calls", "mean_images")
     width = max(len(heads[0]), *map(len, rows))
     lines = [f"{heads[0]:<{width}}" + "".join(f"{h:>12}" for h in heads[1:])]
     for name, row in rows.items():
