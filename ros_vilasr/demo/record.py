@@ -1,0 +1,136 @@
+"""Make the bundled demo data: ``python -m ros_vilasr.demo.record [--out DIR]``.
+
+Renders the demo scene (``layout``) through both rig cameras for 3 s at 10 Hz, writes it as a
+zstd-compressed MCAP rosbag2 (``demo_bag/``), the layout and questions with ground truth
+(``scene.json``), and a recorded reasoning trace per question drawn on the key frame
+(``replay_transcript.jsonl``). Deterministic: running it again reproduces the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ros_vilasr.node.bag_writer import ImageBagWriter
+from ros_vilasr.synth import scene as sc
+
+from . import layout
+from . import transcript as tr
+
+log = logging.getLogger("ros_vilasr.demo.record")
+
+BAG_NAME = "demo_bag"
+SCENE_FILE = "scene.json"
+TRANSCRIPT_FILE = "replay_transcript.jsonl"
+DEFAULT_OUT = Path(__file__).resolve().parent / "data"
+
+
+def render_frames(scene: sc.Scene, progress: bool = True) -> dict[str, list]:
+    """frame_id -> [(image, {name: bbox}) per frame]."""
+    frames = {cam: [] for cam in layout.TOPICS}
+    total = layout.N_FRAMES * len(layout.TOPICS)
+    with tqdm(total=total, desc="rendering", unit="frame", disable=not progress) as bar:
+        for i in range(layout.N_FRAMES):
+            for cam in layout.TOPICS:
+                frames[cam].append(sc.render(scene, layout.camera(cam, i)))
+                bar.update()
+    return frames
+
+
+def write_bag(path: Path, frames: dict[str, list], storage: str = "mcap", compressed: bool = False) -> None:
+    with ImageBagWriter(path, storage=storage) as bag:
+        for i in range(layout.N_FRAMES):
+            for cam, topic in layout.TOPICS.items():
+                image = frames[cam][i][0]
+                if compressed:
+                    bag.write_compressed(topic + "/compressed", image, layout.stamp_ns(i), cam)
+                else:
+                    bag.write_image(topic, image, layout.stamp_ns(i), cam)
+
+
+def build_transcripts(scene: sc.Scene, frames: dict[str, list]) -> list[dict]:
+    ref = layout.REFERENCE_FRAME
+    questions = layout.demo_questions(scene)
+    floor_names = [o.name for o in scene.objects if sc.on_floor(o)]
+    records = []
+    for q in questions:
+        images = [frames[cam][ref][0] for cam in q.cameras]
+        boxes, grids = tr.grid_boxes(images, [frames[cam][ref][1] for cam in q.cameras])
+        if q.question.startswith("Is the chair"):
+            turns = tr.side_question_turns(q, boxes, grids)
+        elif q.question.startswith("How many"):
+            turns = tr.count_question_turns(q, boxes, floor_names, scene.names)
+        else:
+            candidates = [o.split(". ", 1)[1] for o in q.options]
+            nearest = candidates[ord(q.answer) - ord("A")]
+            turns = tr.nearest_question_turns(q, boxes, candidates, nearest)
+        session = tr.replay_session(q, images, turns)
+        records.append({
+            "question": q.question, "options": list(q.options), "problem_type": q.problem_type,
+            "answer": q.answer, "cameras": list(q.cameras),
+            "key_frame": {"index": ref, "stamp_ns": layout.stamp_ns(ref)},
+            "model_grid": [list(g) for g in grids],
+            "conversations": session.conversations(),
+        })
+    return records
+
+
+def scene_record(scene: sc.Scene) -> dict:
+    ref = layout.REFERENCE_FRAME
+    return {
+        "description": "ros_vilasr demo: synthetic room seen by two cameras on a slowly moving rig; "
+                       "units metres, world z up, camera yaw/pitch in degrees (see ros_vilasr.synth.scene)",
+        "scene": scene.to_dict(),
+        "topics": layout.TOPICS,
+        "frame_rate_hz": layout.FRAME_RATE_HZ,
+        "frames": layout.N_FRAMES,
+        "start_stamp_ns": layout.START_STAMP_NS,
+        "key_frame": ref,
+        "cameras_at_key_frame": {cam: asdict(layout.camera(cam, ref)) for cam in layout.TOPICS},
+        "questions": [asdict(q) for q in layout.demo_questions(scene)],
+    }
+
+
+def record(out: Path, storage: str = "mcap", compressed: bool = False, progress: bool = True) -> dict:
+    """Write all demo data into ``out``; returns the sizes written (bytes)."""
+    scene = layout.demo_scene()
+    frames = render_frames(scene, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        tmp_bag = Path(tmp) / BAG_NAME
+        write_bag(tmp_bag, frames, storage, compressed)
+        bag = out / BAG_NAME
+        if bag.exists():
+            shutil.rmtree(bag)
+        tmp_bag.rename(bag)
+    (out / SCENE_FILE).write_text(json.dumps(scene_record(scene), indent=1) + "\n")
+    records = build_transcripts(scene, frames)
+    (out / TRANSCRIPT_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    sizes = {p.name: p.stat().st_size for p in sorted(bag.iterdir())}
+    sizes.update({name: (out / name).stat().st_size for name in (SCENE_FILE, TRANSCRIPT_FILE)})
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ros_vilasr.demo.record", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--compressed", action="store_true",
+                   help="write JPEG sensor_msgs/CompressedImage topics (<topic>/compressed) instead of raw")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    sizes = record(args.out, args.storage, args.compressed)
+    for name, size in sizes.items():
+        log.info("%-28s %9.1f kB", name, size / 1e3)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The README's main job, `python -m ros_vilasr.demo.run`, end to end over real ROS processes.
+
+Without weights (always the case on CPU CI), it must say so in one line, replay the bundled trace
+through the real node and action, print every step and the answers with the ground truth, save the
+drawn images, and leave no process behind — also when interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ros_vilasr.demo import layout
+from ros_vilasr.demo.run import choose_engine
+
+REPO = Path(__file__).resolve().parents[1]
+TRANSCRIPT = REPO / "ros_vilasr" / "demo" / "data" / "replay_transcript.jsonl"
+needs_node = pytest.mark.skipif(not (REPO / "ros_vilasr" / "node" / "main.py").exists(),
+                                reason="vilasr_node not written yet")
+
+
+def demo_env(mark: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["VILASR_DEMO_TEST_MARK"] = mark  # inherited by every child: finds orphans later
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def marked_processes(mark: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"VILASR_DEMO_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def assert_no_orphans(mark: str) -> None:
+    deadline = time.monotonic() + 5
+    while (left := marked_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes left behind: {left}"
+
+
+def test_engine_choice_falls_back_to_replay_without_weights(tmp_path):
+    missing = choose_engine("transformers", "nobody/no-such-model-anywhere", TRANSCRIPT)
+    assert missing.is_replay and missing.replay_file == str(TRANSCRIPT) and "not on disk" in missing.fallback_reason
+    local = tmp_path / "tiny"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    (local / "model.safetensors").write_bytes(b"\0" * 1024)
+    chosen = choose_engine("transformers", str(local), TRANSCRIPT)
+    assert (chosen.engine, chosen.model, chosen.fallback_reason) == ("transformers", str(local), None)
+    assert choose_engine("replay", "ignored", TRANSCRIPT).fallback_reason is None
+    assert choose_engine("openai", "served-name", TRANSCRIPT).engine == "openai"
+
+
+@needs_node
+def test_main_job_runs_to_completion_with_the_replay_fallback(tmp_path):
+    pytest.importorskip("rclpy")
+    pytest.importorskip("ros_vilasr_interfaces")
+    mark = uuid.uuid4().hex
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "ros_vilasr.demo.run", "--out", str(out)], env=demo_env(mark),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("No model weights available") and "REPLAY" in lines[0]
+    assert sum("weights" in line for line in lines) == 1
+    records = [json.loads(line) for line in TRANSCRIPT.read_text().splitlines()]
+    steps = sum(m["role"] == "assistant" for r in records for m in r["conversations"])
+    assert sum(line.lstrip().startswith("[replay] step ") for line in lines) == steps
+    for q in layout.demo_questions():
+        assert q.question in done.stdout
+        assert f"ground truth: {q.answer} " in done.stdout
+    assert "[replay] 3/3 correct, 3/3 answered" in done.stdout
+    assert "reflection" in done.stdout and "Path Tracer" in done.stdout
+    answers = json.loads((out / "answers.json").read_text())
+    assert answers["replay"] and all(r["correct"] for r in answers["results"])
+    images = sorted(out.glob("q*_image*.png"))
+    assert len(images) == sum(len(r["images"]) for r in answers["results"]) >= 6
+    assert_no_orphans(mark)
+
+
+@needs_node
+def test_ctrl_c_shuts_everything_down(tmp_path):
+    pytest.importorskip("rclpy")
+    mark = uuid.uuid4().hex
+    demo = subprocess.Popen([sys.executable, "-m", "ros_vilasr.demo.run", "--out", str(tmp_path / "out")],
+                            env=demo_env(mark), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        for line in demo.stdout:  # interrupt while the node is starting
+            if line.startswith("playing "):
+                break
+        time.sleep(1.0)
+        assert len(marked_processes(mark)) >= 3  # the demo, the bag player, the node
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, rest
+    assert "interrupted" in rest
+    assert_no_orphans(mark)
