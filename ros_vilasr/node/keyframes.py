@@ -4,10 +4,10 @@ Every camera keeps its latest frame (for "latest per camera" queries) and a shor
 frames: a frame becomes a key frame when at least ``min_interval_s`` passed since the camera's last
 key frame AND it differs visibly from it (mean absolute difference of small grayscale thumbnails
 ≥ ``change_threshold``). At most ``per_camera`` key frames are kept, nothing older than
-``max_age_s``, and the bytes of everything held never exceed ``memory_bytes``: the oldest key
-frames across all cameras go first, then other cameras' latest frames; a frame larger than the
-whole budget is refused. Times are arrival times (monotonic clock), so recordings replayed with
-old stamps behave like live cameras.
+``max_age_s``, and the bytes of everything held never exceed ``memory_bytes`` — counting the next
+frame, which is in memory (twice) before it is offered: the oldest key frames across all cameras go first,
+then other cameras' latest frames; a frame larger than the whole budget is refused. Times are
+arrival times (monotonic clock), so recordings replayed with old stamps behave like live cameras.
 """
 
 from __future__ import annotations
@@ -22,22 +22,23 @@ from typing import Any
 import numpy as np
 
 THUMBNAIL_SIDE = 32  # pixels (about): enough to see a scene change, cheap at 30 Hz
+INCOMING_COPIES = 2  # a frame being received exists twice: the middleware's and the message's
 
 
 def thumbnail(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """A small grayscale float32 image in [0, 1] by strided sampling (no resize cost)."""
+    """A grayscale uint8 image of at most side x side pixels by strided sampling (no resize cost)."""
     h, w = pixels.shape[:2]
-    small = pixels[:: max(1, h // side), :: max(1, w // side)]
+    small = pixels[:: -(-h // side), :: -(-w // side)]
     if small.ndim == 3:
         small = small[:, :, :3].mean(axis=2)
-    return small.astype(np.float32) / 255.0
+    return small.astype(np.uint8)
 
 
 def visual_change(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """Mean absolute difference of two thumbnails; 1.0 when they cannot be compared."""
+    """Mean absolute difference of two thumbnails in [0, 1]; 1.0 when they cannot be compared."""
     if a is None or b is None or a.shape != b.shape:
         return 1.0
-    return float(np.abs(a - b).mean())
+    return float(np.abs(a.astype(np.int16) - b).mean()) / 255.0
 
 
 @dataclass
@@ -78,6 +79,7 @@ class KeyFrameBuffer:
         self.clock = clock
         self._cameras: dict[str, _Camera] = {}
         self._lock = threading.Lock()
+        self.evictions = 0  # frames dropped for the memory budget, ever
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -131,15 +133,22 @@ class KeyFrameBuffer:
         return held
 
     def _fit(self, keep: Frame) -> None:
-        """Evict until the budget holds: oldest key frames first, then other cameras' latest."""
-        while sum(f.nbytes for f in self._held().values()) > self.settings.memory_bytes:
+        """Evict until the budget holds: oldest key frames first, then other cameras' latest.
+
+        Room for the next frame (taken to be like ``keep``) is left free: it is in memory before
+        it can be offered, twice while it is received (the middleware's copy and the message's),
+        and it must not push the process over the budget."""
+        limit = self.settings.memory_bytes - INCOMING_COPIES * keep.payload.nbytes
+        while sum(f.nbytes for f in self._held().values()) > limit:
             heads = [c.keyframes[0] for c in self._cameras.values()
                      if c.keyframes and c.keyframes[0] is not keep]
+            self.evictions += 1
             if heads:
                 self._cameras[min(heads, key=lambda f: f.received).camera].keyframes.popleft()
                 continue
             others = [c for c in self._cameras.values() if c.latest is not None and c.latest is not keep]
             if not others:
+                self.evictions -= 1
                 break  # only ``keep`` is left, and it fits (checked in offer)
             min(others, key=lambda c: c.latest.received).latest = None
 

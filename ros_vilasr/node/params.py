@@ -10,6 +10,7 @@ next configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 # Mirrors of core constants, kept here so reading this table imports nothing heavy (the core
 # pulls in transformers); tests/test_node_units.py checks they agree with the core.
@@ -19,9 +20,7 @@ MAX_PIXELS_EVAL = 448 * 28 * 28
 # The published ViLaSR-7B weights (full fine-tune of Qwen2.5-VL-7B-Instruct) on the Hugging Face hub.
 DEFAULT_MODEL = "AntResearchNLP/ViLaSR"
 RELIABILITIES = ("best_effort", "reliable")
-# Each pending query holds one executor thread while it waits for the worker, so the bound is
-# also what main() sizes the executor for.
-MAX_PENDING_LIMIT = 16
+MAX_PENDING_LIMIT = 16  # a queue longer than this is a client bug, not a workload
 MAX_PIXELS_LIMIT = 16384 * 28 * 28
 
 
@@ -139,6 +138,8 @@ def check_value(name: str, value) -> str | None:
         return None
     if param.choices and value not in param.choices:
         return f"{name} must be one of {', '.join(param.choices)} (got {value!r})"
+    if name == "system_prompt_file" and value and not Path(value).is_file():
+        return f"system_prompt_file {value!r} is not a file"
     if name == "image_topics":
         topics = list(value)
         if not topics or any(not t.strip() for t in topics):
@@ -151,6 +152,15 @@ def check_value(name: str, value) -> str | None:
 def declare_all(node) -> None:
     """Declare every parameter on ``node`` with its description and range."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+    from rclpy.parameter import Parameter
+
+    # "-p buffer_memory_mb:=1" or "512" in YAML arrive as integers, which rclpy refuses for a
+    # double parameter (the node would die at start); read them as the floats they mean.
+    overrides = getattr(node, "_parameter_overrides", {})
+    for p in PARAMETERS:
+        given = overrides.get(p.name)
+        if p.type_name == "float" and given is not None and given.type_ == Parameter.Type.INTEGER:
+            overrides[p.name] = Parameter(p.name, Parameter.Type.DOUBLE, float(given.value))
 
     types = {"bool": ParameterType.PARAMETER_BOOL, "int": ParameterType.PARAMETER_INTEGER,
              "float": ParameterType.PARAMETER_DOUBLE, "str": ParameterType.PARAMETER_STRING,

@@ -8,10 +8,10 @@ bound on how many may be pending so camera traffic and callers never back up wit
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,7 @@ class QueryRejected(ValueError):
     """A query the node will not run; the message is the reason given to the caller."""
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are identities (queue membership), not values
 class Job:
     question: str
     frames: list  # keyframes.Frame, in image order
@@ -37,8 +37,11 @@ class Job:
     kind: str = "single"  # single | video | views (core.prompts)
     max_calls: int = 0  # 0 = the node's
     on_step: Callable[[Job, Any, Any], None] | None = None  # (job, session, step)
+    on_start: Callable[[Job], None] | None = None  # on the worker thread, before the session
     on_done: Callable[[Job], None] | None = None
     feedback: Callable[[Any], None] | None = None  # an action goal's publish_feedback
+    goal_handle: Any = None  # the action goal this job serves, if any
+    answer: Any = None  # the result message, built once when the job is done
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     session: Any = None  # core.session.Session once started
@@ -66,8 +69,8 @@ class QueryWorker:
     def __init__(self, run: Callable[[Job], None], max_pending: int, name: str = "vilasr-worker"):
         self.run = run  # builds and drives the session; called on the worker thread
         self.max_pending = max_pending
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._lock = threading.Lock()
+        self._queue: deque[Job] = deque()
+        self._wake = threading.Condition()  # guards everything below
         self._pending = 0
         self._running: Job | None = None
         self._stopped = False
@@ -84,41 +87,57 @@ class QueryWorker:
 
     def reserve(self) -> bool:
         """Claim a pending slot (False when full or stopped); pair with submit() or release()."""
-        with self._lock:
+        with self._wake:
             if self._stopped or self._pending >= self.max_pending:
                 return False
             self._pending += 1
             return True
 
     def release(self) -> None:
-        with self._lock:
+        with self._wake:
             self._pending -= 1
 
     def submit(self, job: Job) -> None:
         """Queue a job whose slot was reserved; a stopped worker ends it as cancelled at once."""
-        with self._lock:
+        with self._wake:
             if not self._stopped:
-                self._queue.put(job)
+                self._queue.append(job)
+                self._wake.notify()
                 return
         job.cancel.set()
         self._finish(job)
 
+    def cancel(self, job: Job) -> None:
+        """Cancel a job: a queued one ends now, the running one at the engine's next check."""
+        job.cancel.set()
+        with self._wake:
+            if job not in self._queue:
+                return
+            self._queue.remove(job)
+        self._finish(job)
+
     def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._stopped)
+                if not self._queue:
+                    return  # stopped and drained
+                job = self._running = self._queue.popleft()
             if not job.cancel.is_set():
-                self._running = job
                 job.started = time.monotonic()
                 try:
+                    if job.on_start is not None:
+                        job.on_start(job)
                     self.run(job)
                 except Exception as exc:  # noqa: BLE001 - a failed query must not kill the worker
                     log.exception("query %r failed", job.question)
                     job.error = f"{type(exc).__name__}: {exc}"
-                self._running = None
+            self._running = None
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
         job.finished = time.monotonic()
-        with self._lock:
+        with self._wake:
             self._pending -= 1  # before done: a caller told "done" may submit again at once
         if job.on_done is not None:
             try:
@@ -129,14 +148,13 @@ class QueryWorker:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Cancel the running and queued jobs, finish them, end the thread (True if it ended)."""
-        with self._lock:
+        with self._wake:
             self._stopped = True
-            for job in list(self._queue.queue):
-                if job is not None:
-                    job.cancel.set()
+            for job in self._queue:
+                job.cancel.set()
             if self._running is not None:
                 self._running.cancel.set()
-            self._queue.put(None)  # after every queued job: they all finish first
+            self._wake.notify_all()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

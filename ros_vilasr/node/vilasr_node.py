@@ -3,7 +3,7 @@
 A thin adapter over ``ros_vilasr.core``: camera callbacks only validate and buffer frames
 (``keyframes``); queries from the ``~/query`` action and ``~/ask`` run on one worker thread
 (``queries.QueryWorker``) through ``core.driver.run_sessions``; results, drawn images and their
-primitives go out stamped with the source frames' headers.
+primitives (``messages``) go out stamped with the source frames' headers.
 
 Lifecycle: configure reads parameters and creates publishers (nothing heavy); activate loads the
 model, subscribes and serves; deactivate stops serving and frees the model (and GPU memory).
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point
-from PIL import ImageColor
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -29,26 +28,32 @@ from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEve
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import ColorRGBA, Header, String
+from std_msgs.msg import Header, String
 from visualization_msgs.msg import ImageMarker
 
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import create_engine
-from ros_vilasr.core.render import PALETTE, STROKE
 from ros_vilasr.core.session import Budget, Session
 from ros_vilasr_interfaces.action import SpatialQuery
-from ros_vilasr_interfaces.msg import DrawOp, ReasoningStep, SpatialAnswer
+from ros_vilasr_interfaces.msg import SpatialAnswer
 
-from . import params
-from .conversions import FrameError, compressed_payload, raw_payload, to_image_msg
+from . import messages, params
+from .conversions import FrameError, compressed_payload, raw_payload
 from .keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings
-from .queries import (CHOICE, NUMBER, PROBLEM_TYPES, SELECT_LATEST, SELECT_WINDOW, Job, QueryRejected,
-                      QueryWorker, engine_arguments, model_id, typed_answer)
+from .queries import (
+    PROBLEM_TYPES,
+    SELECT_LATEST,
+    SELECT_WINDOW,
+    Job,
+    QueryRejected,
+    QueryWorker,
+    engine_arguments,
+    model_id,
+)
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 KEYFRAME_PARAMS = ("keyframe_min_interval_s", "keyframe_change_threshold", "keyframes_per_camera",
                    "keyframe_max_age_s", "buffer_memory_mb")
-ANSWER_KINDS = {CHOICE: SpatialAnswer.KIND_CHOICE, NUMBER: SpatialAnswer.KIND_NUMBER}
 
 
 @dataclass
@@ -59,13 +64,36 @@ class CameraStats:
     last_drop: str = ""
 
 
-def _rgba(name: str) -> ColorRGBA:
-    r, g, b = ImageColor.getrgb(name)[:3]
-    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere). Evicted frames are megabytes each, and glibc keeps
+    such freed heap pages (its mapping threshold has grown past frame size by then): without a
+    trim after evictions, RSS creeps above the buffer budget."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
-def _stamp_key(header: Header) -> tuple[int, int]:
-    return header.stamp.sec, header.stamp.nanosec
+_MALLOC_TRIM = _malloc_trim()
+
+
+class _RosLogHandler(logging.Handler):
+    """Sends the core's Python log records (engine failures, ...) to the node's ROS logger."""
+
+    def __init__(self, ros_logger):
+        super().__init__(logging.INFO)
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name}: {self.format(record)}"
+        if record.levelno >= logging.ERROR:
+            self.ros_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self.ros_logger.warning(text)
+        else:
+            self.ros_logger.info(text)
 
 
 def _transition(method):
@@ -83,6 +111,11 @@ def _transition(method):
 class VilasrNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("vilasr_node", **kwargs)
+        self._log_bridge = _RosLogHandler(self.get_logger())
+        core_logger = logging.getLogger("ros_vilasr")
+        core_logger.addHandler(self._log_bridge)
+        core_logger.setLevel(logging.INFO)
+        core_logger.propagate = False  # the ROS logger prints it; no second copy on stderr
         params.declare_all(self)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._parameters_changed)
@@ -101,13 +134,12 @@ class VilasrNode(LifecycleNode):
         self._camera_subscriptions = []
         self._ask_subscription = None
         self._query_server = None
+        self._retiring = None  # (action server, timer) of a deactivation, until its results are out
         self._answer_publisher = self._annotated_publisher = self._markers_publisher = None
         self._diagnostics_publisher = self._diagnostics_timer = None
-        self._staged_goals: dict[int, tuple] = {}  # id(goal message) -> (goal, job)
-        self._goal_jobs: dict[bytes, Job] = {}  # goal uuid -> job
+        self._staged_goals: dict[int, tuple] = {}  # id(goal message) -> (goal, job), until accepted
+        self._goal_jobs: dict[bytes, Job] = {}  # goal uuid -> job, until its result is sent
         self._jobs_lock = threading.Lock()
-        self._executing = 0  # execute callbacks waiting on the worker
-        self._executing_done = threading.Condition()
         self._query_ids = iter(range(1, 2**31))
         self._served = self._rejected = 0
         self._last = {"latency_s": 0.0, "tokens_per_s": 0.0, "finish_reason": ""}
@@ -165,8 +197,6 @@ class VilasrNode(LifecycleNode):
         for name, value in values.items():
             if (why := params.check_value(name, value)) is not None:
                 raise ValueError(why)
-        if values["system_prompt_file"] and not Path(values["system_prompt_file"]).is_file():
-            raise ValueError(f"system_prompt_file {values['system_prompt_file']!r} does not exist")
         engine_arguments(values)  # fails early on an engine that cannot be built from these
         self._answer_publisher = self.create_lifecycle_publisher(SpatialAnswer, "~/answer", 10)
         self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
@@ -194,15 +224,23 @@ class VilasrNode(LifecycleNode):
         self._engine_params = values
         self._engine_state = "ready"
         self.get_logger().info(f"engine ready in {time.monotonic() - start:.1f} s")
-        result = super().on_activate(state)
-        self._worker = QueryWorker(self._run_job, max_pending=values["max_pending"])
-        self._subscribe_cameras(values["image_topics"], values["image_reliability"])
-        self._ask_subscription = self.create_subscription(
-            String, "~/ask", self._on_ask, 10, callback_group=self._serving_group)
-        self._query_server = ActionServer(
-            self, SpatialQuery, "~/query", execute_callback=self._execute_goal,
-            goal_callback=self._on_goal, cancel_callback=self._on_cancel,
-            callback_group=self._serving_group)
+        self._destroy_retiring_server()  # its results went out before this transition ran
+        try:
+            result = super().on_activate(state)  # publishers first: results must go out
+            self._worker = QueryWorker(self._run_job, max_pending=values["max_pending"])
+            self._subscribe_cameras(values["image_topics"], values["image_reliability"])
+            self._ask_subscription = self.create_subscription(
+                String, "~/ask", self._on_ask, 10, callback_group=self._serving_group)
+            # Nothing here blocks the executor: accepted goals go to the worker, and only when
+            # the worker is done is the goal "executed" — a quick callback that sends the result.
+            self._query_server = ActionServer(
+                self, SpatialQuery, "~/query", execute_callback=self._finish_goal,
+                goal_callback=self._on_goal, handle_accepted_callback=self._on_accepted,
+                cancel_callback=self._on_cancel, callback_group=self._serving_group)
+        except Exception:
+            self._stop_serving()  # back to a clean inactive node, the model freed
+            super().on_deactivate(state)
+            raise
         self._serving = True
         return result
 
@@ -225,6 +263,10 @@ class VilasrNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
         return super().on_error(state)
+
+    def destroy_node(self) -> None:
+        logging.getLogger("ros_vilasr").removeHandler(self._log_bridge)
+        super().destroy_node()
 
     def release(self) -> None:
         """Stop serving and free the model, whatever the state (shutdown, error, process exit)."""
@@ -258,18 +300,38 @@ class VilasrNode(LifecycleNode):
             if not self._worker.stop(timeout=120.0):
                 self.get_logger().error("the running query did not stop within 120 s")
             self._worker = None
-        with self._executing_done:  # goals end (as canceled) before their server goes away
-            self._executing_done.wait_for(lambda: self._executing == 0, timeout=10.0)
         if self._query_server is not None:
-            self._query_server.destroy()
+            self._retire_query_server(self._query_server)
             self._query_server = None
         self._staged_goals.clear()
         if self._engine is not None:
+            self._engine_state = "releasing"
             self._engine.close()
-            self._engine = None
             gc.collect()
             self._engine_state = "released"
+            self._engine = None
             self.get_logger().info("engine released")
+
+    def _retire_query_server(self, server) -> None:
+        """Destroy the action server once the results of its last goals are out.
+
+        The worker just ended those goals; their result callbacks are queued on the executor this
+        transition runs on, so the server goes a moment later rather than under them."""
+        with self._jobs_lock:
+            in_flight = bool(self._goal_jobs)
+        if not in_flight or self.executor is None:
+            server.destroy()
+            return
+        self._retiring = (server, self.create_timer(1.0, self._destroy_retiring_server,
+                                                    callback_group=self._serving_group))
+
+    def _destroy_retiring_server(self) -> None:
+        """Also called on activate: two servers of one action must never coexist."""
+        if self._retiring is not None:
+            server, timer = self._retiring
+            self._retiring = None
+            self.destroy_timer(timer)
+            server.destroy()
 
     # -- cameras -------------------------------------------------------------------------------
 
@@ -299,7 +361,10 @@ class VilasrNode(LifecycleNode):
         stats.received += 1
         try:
             payload, pixels = compressed_payload(msg) if compressed else raw_payload(msg)
+            evictions = self._buffer.evictions
             self._buffer.offer(camera, msg.header, payload, pixels)
+            if self._buffer.evictions != evictions and _MALLOC_TRIM is not None:
+                _MALLOC_TRIM(0)
         except FrameError as exc:
             self._drop(camera, stats, exc.kind, exc.reason)
         except FrameTooLarge as exc:
@@ -330,6 +395,12 @@ class VilasrNode(LifecycleNode):
     def _cameras(self) -> list[str]:
         return list(self._engine_params.get("image_topics") or self._p("image_topics"))
 
+    def _resolve(self, topic: str) -> str | None:
+        try:
+            return self.resolve_topic_name(topic)
+        except Exception:  # noqa: BLE001 - not a valid topic name: matches no camera
+            return None
+
     def _make_job(self, question: str, options=(), problem_type: str = "", cameras=(),
                   selection: int = SELECT_LATEST, max_frames: int = 0, window_s: float = 0.0,
                   max_calls: int = 0) -> Job:
@@ -341,10 +412,10 @@ class VilasrNode(LifecycleNode):
         if problem_type not in PROBLEM_TYPES:
             raise QueryRejected(f"unknown problem_type {problem_type!r} (one of {PROBLEM_TYPES})")
         known = self._cameras()
-        resolved = {self.resolve_topic_name(t): t for t in known}
+        resolved = {self._resolve(t): t for t in known}
         chosen = []
         for cam in cameras or known:
-            name = cam if cam in known else resolved.get(self.resolve_topic_name(cam))
+            name = cam if cam in known else resolved.get(self._resolve(cam))
             if name is None:
                 raise QueryRejected(f"unknown camera {cam!r} (this node subscribes to {', '.join(known)})")
             chosen.append(name)
@@ -372,8 +443,7 @@ class VilasrNode(LifecycleNode):
         job.session = Session(images, job.question, options=job.options, problem_type=job.problem_type,
                               kind=job.kind, budget=budget, max_pixels=p["max_pixels"],
                               system_prompt_path=p["system_prompt_file"] or None)
-        query = next(self._query_ids)
-        on_step = (lambda s, step: self._publish_step(job, query, s, step))
+        on_step = functools.partial(self._publish_step, job, next(self._query_ids))
         run_sessions([job.session], self._engine, on_step=on_step, cancel=job.cancel)
 
     def _on_goal(self, goal) -> GoalResponse:
@@ -399,48 +469,74 @@ class VilasrNode(LifecycleNode):
     def _on_cancel(self, goal_handle) -> CancelResponse:
         with self._jobs_lock:
             job = self._goal_jobs.get(bytes(goal_handle.goal_id.uuid))
-        if job is not None:
+        worker = self._worker
+        if job is not None and worker is not None:
+            worker.cancel(job)
+        elif job is not None:
             job.cancel.set()
         return CancelResponse.ACCEPT
 
-    def _execute_goal(self, goal_handle):
-        """Runs on an executor thread but only waits: the worker thread does the reasoning."""
+    def _on_accepted(self, goal_handle) -> None:
+        """Hand the accepted goal to the worker; the executor thread returns at once."""
         with self._jobs_lock:
             goal, job = self._staged_goals.pop(id(goal_handle.request), (None, None))
-        if job is None or goal is not goal_handle.request:
+            if job is None or goal is not goal_handle.request:  # cannot happen: refuse cleanly
+                job = Job(goal_handle.request.question, [])
+                job.error = "internal: the accepted goal has no staged query"
+            job.goal_handle = goal_handle
+            self._goal_jobs[bytes(goal_handle.goal_id.uuid)] = job
+        job.feedback = goal_handle.publish_feedback
+        job.on_start = self._goal_started
+        job.on_done = functools.partial(self._goal_done, self._query_server)
+        if goal_handle.is_cancel_requested:
+            job.cancel.set()
+        worker = self._worker
+        if worker is None or not job.frames:  # deactivated meanwhile (or the staging failed)
+            job.cancel.set()
+            job.on_done(job)
+        else:
+            worker.submit(job)
+
+    def _goal_started(self, job: Job) -> None:
+        """The worker took the goal: ACCEPTED -> EXECUTING while it reasons.
+
+        rclpy offers this transition only with execute(), which would also run the execute
+        callback now; the goal handle's state update is used directly instead. Should that ever
+        fail, the goal stays ACCEPTED until done, which clients tolerate."""
+        goal_handle = job.goal_handle
+        if goal_handle.is_cancel_requested:
+            return
+        try:
+            from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+            goal_handle._update_state(_rclpy.GoalEvent.EXECUTE)
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().debug(f"goal stays ACCEPTED while executing: {exc}")
+
+    def _goal_done(self, server, job: Job) -> None:
+        """Worker thread: publish the answer, then let the executor send the goal's result (on
+        the server that accepted it, which outlives a deactivation until then)."""
+        self._publish_answer(job)
+        goal_handle = job.goal_handle
+        if goal_handle.status == GoalStatus.STATUS_ACCEPTED:
+            goal_handle.execute(self._finish_goal)  # ACCEPTED -> EXECUTING, then _finish_goal
+        else:
+            server.notify_execute(goal_handle, self._finish_goal)
+
+    def _finish_goal(self, goal_handle):
+        """Executor thread, once the worker is done: the terminal state and the result."""
+        with self._jobs_lock:
+            job = self._goal_jobs.pop(bytes(goal_handle.goal_id.uuid), None)
+        if job is None or job.answer is None:
             goal_handle.abort()
             return SpatialQuery.Result()
-        uuid = bytes(goal_handle.goal_id.uuid)
-        job.feedback = goal_handle.publish_feedback
-        with self._executing_done:
-            self._executing += 1
-        try:
-            with self._jobs_lock:
-                self._goal_jobs[uuid] = job
-            if goal_handle.is_cancel_requested:
-                job.cancel.set()
-            job.on_done = self._publish_answer
-            worker = self._worker
-            if worker is None:  # deactivated between accept and execute
-                job.cancel.set()
-                job.done.set()
-            else:
-                worker.submit(job)
-            job.done.wait()
-            answer = self._answer(job)
-            if job.finish_reason == "cancelled" and goal_handle.is_cancel_requested:
-                goal_handle.canceled()
-            elif job.finish_reason in ("error", "engine_error"):
-                goal_handle.abort()
-            else:
-                goal_handle.succeed()
-            return SpatialQuery.Result(answer=answer)
-        finally:
-            with self._jobs_lock:
-                self._goal_jobs.pop(uuid, None)
-            with self._executing_done:
-                self._executing -= 1
-                self._executing_done.notify_all()
+        if job.finish_reason == "cancelled" and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif job.finish_reason == "cancelled" or job.finish_reason in ("error", "engine_error"):
+            goal_handle.abort()  # cancelled by a deactivation, not by the client; or failed
+        else:
+            goal_handle.succeed()
+        return SpatialQuery.Result(answer=job.answer)
 
     def _on_ask(self, msg: String) -> None:
         try:
@@ -463,90 +559,21 @@ class VilasrNode(LifecycleNode):
 
     # -- outputs -------------------------------------------------------------------------------
 
-    def _source_header(self, job: Job, session, image_index: int) -> Header:
-        """Header of the camera frame the dialogue's image ``image_index`` (1-based) derives from."""
-        return job.frames[session.origin[image_index - 1]].header
-
     def _publish_step(self, job: Job, query: int, session, step) -> None:
-        msg = self._step_msg(job, session, step)
-        images = [to_image_msg(session.images[n - 1], self._source_header(job, session, n))
-                  for n in step.new_images]
+        """Worker thread, after every model turn: feedback, drawn images, their markers."""
+        images = messages.step_images(job, step)
         if job.feedback is not None:
-            job.feedback(SpatialQuery.Feedback(step=msg, images=images))
+            job.feedback(SpatialQuery.Feedback(step=messages.step_msg(job, step), images=images))
         for image in images:
             self._annotated_publisher.publish(image)
         for n in step.new_images:
-            for marker in self._markers(job, session, query, n):
+            for marker in messages.markers(job, query, n):
                 self._markers_publisher.publish(marker)
-
-    def _step_msg(self, job: Job, session, step) -> ReasoningStep:
-        ops = [DrawOp(kind=DrawOp.BOX if op.kind == "box" else DrawOp.LINE, label=op.label,
-                      image_index=op.image_index, source_image_index=op.source_index,
-                      model_coords=[float(c) for c in op.model_coords],
-                      source_coords=[float(c) for c in op.source_coords],
-                      header=job.frames[op.source_index - 1].header)
-               for op in step.ops]
-        return ReasoningStep(step=step.step, thought=step.thought or "", action=step.action or "",
-                             ops=ops, revises_earlier=step.revises, new_image_indices=step.new_images,
-                             error=step.error or "")
-
-    def _markers(self, job: Job, session, query: int, n: int) -> list[ImageMarker]:
-        """Image n's drawing as overlay primitives in SOURCE pixels (palette as rendered)."""
-        source = session.inputs[session.origin[n - 1]]
-        header = self._source_header(job, session, n)
-        sx, sy = source.scale
-        ns = f"query{query}/image{n}"
-        width = float(STROKE * (sx + sy) / 2)
-        drawing = session.drawings[n - 1]
-        markers = []
-
-        def points(coords):
-            xy = source.to_source(coords)
-            return [Point(x=float(xy[i]), y=float(xy[i + 1]), z=0.0) for i in range(0, len(xy), 2)]
-
-        for i, box in enumerate(drawing.boxes):
-            x1, y1, x2, y2 = box.bbox
-            markers.append(ImageMarker(
-                header=header, ns=ns, id=len(markers), type=ImageMarker.POLYGON, action=ImageMarker.ADD,
-                scale=width, outline_color=_rgba(PALETTE[i % len(PALETTE)]),
-                points=points([x1, y1, x2, y1, x2, y2, x1, y2])))
-        for line in drawing.lines:
-            ends = points(line.coords)
-            markers.append(ImageMarker(
-                header=header, ns=ns, id=len(markers), type=ImageMarker.LINE_LIST, action=ImageMarker.ADD,
-                scale=width, outline_color=_rgba("black"), points=ends))
-            markers.append(ImageMarker(  # the renderer's red start and blue end dots
-                header=header, ns=ns, id=len(markers), type=ImageMarker.POINTS, action=ImageMarker.ADD,
-                scale=width * 2, points=ends, outline_colors=[_rgba("red"), _rgba("blue")]))
-        return markers
-
-    def _answer(self, job: Job) -> SpatialAnswer:
-        session = job.session
-        headers = [f.header for f in job.frames]
-        newest = max(headers, key=_stamp_key)
-        reason = job.finish_reason
-        text = (session.answer if session is not None else None) or ""
-        if reason != "answer" and not text:
-            text = (session.error if session is not None else None) or job.error or ""
-        kind, choice, value = typed_answer(text, job.problem_type, job.options) if reason == "answer" \
-            else ("text", "", 0.0)
-        msg = SpatialAnswer(
-            header=Header(stamp=newest.stamp, frame_id=newest.frame_id), question=job.question,
-            options=job.options, problem_type=job.problem_type, answer=text,
-            answer_kind=ANSWER_KINDS.get(kind, SpatialAnswer.KIND_TEXT), choice=choice, value=float(value),
-            finish_reason=reason, source_headers=headers,
-            model=model_id(self._engine_params) if self._engine_params else "",
-            latency_s=job.latency_s)
-        if session is not None:
-            msg.steps = [self._step_msg(job, session, s) for s in session.steps]
-            msg.model_calls = session.calls
-            msg.prompt_tokens = session.prompt_tokens
-            msg.completion_tokens = session.completion_tokens
-        return msg
 
     def _publish_answer(self, job: Job) -> None:
         """Every finished query, from the action or ~/ask (worker thread)."""
-        answer = self._answer(job)
+        model = model_id(self._engine_params) if self._engine_params else ""
+        answer = job.answer = messages.answer_msg(job, model)
         self._served += 1
         busy = (job.finished or time.monotonic()) - (job.started or job.accepted)
         self._last = {"latency_s": job.latency_s, "finish_reason": answer.finish_reason,
@@ -555,6 +582,10 @@ class VilasrNode(LifecycleNode):
             self._answer_publisher.publish(answer)
         self.get_logger().info(f"answered {job.question!r}: {answer.answer!r} "
                                f"({answer.finish_reason}, {answer.model_calls} calls, {job.latency_s:.2f} s)")
+        why = (job.session.error if job.session is not None else None) or job.error
+        if answer.finish_reason not in ("answer", "cancelled") and why:
+            # SpatialAnswer has no error field: the reason is logged (and in the answer when no turn exists)
+            self.get_logger().warning(f"query {job.question!r} ended with {answer.finish_reason}: {why}")
 
     # -- diagnostics ---------------------------------------------------------------------------
 

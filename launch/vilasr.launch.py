@@ -1,0 +1,64 @@
+"""Launch vilasr_node: one launch argument per node parameter, plus ``namespace``.
+
+    ros2 launch ros_vilasr vilasr.launch.py image_topics:="['/front/image_raw', '/side/image_raw/compressed']"
+    ros2 launch ros_vilasr vilasr.launch.py engine:=replay replay_file:=/path/transcript.json
+
+Defaults mirror ros_vilasr/node/params.py (tests/test_launch_static.py keeps them in step).
+The node configures and activates itself while ``autostart`` is true; set it to false to drive
+the lifecycle from a manager instead.
+"""
+
+from typing import List  # noqa: UP035 - launch's type coercion recognises typing.List only
+
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode
+from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
+
+# (name, default, type, description)
+PARAMETERS = [
+    ("image_topics", "['/camera/image_raw']", List[str],  # noqa: UP006
+     "Camera topics (sensor_msgs/Image; CompressedImage for topics ending in /compressed)"),
+    ("image_reliability", "best_effort", str, "Camera subscription reliability: best_effort | reliable"),
+    ("keyframe_min_interval_s", "0.5", float, "Minimum time between two key frames of a camera"),
+    ("keyframe_change_threshold", "0.02", float, "Minimum visual change (0..1) for a new key frame"),
+    ("keyframes_per_camera", "16", int, "Key frames kept per camera"),
+    ("keyframe_max_age_s", "60.0", float, "Frames older than this are dropped"),
+    ("buffer_memory_mb", "512.0", float, "Memory budget of all buffered frames (never exceeded)"),
+    ("engine", "transformers", str, "transformers | vllm | openai | replay"),
+    ("model", "AntResearchNLP/ViLaSR", str, "Hub id / local path, or the served model name (openai)"),
+    ("replay_file", "", str, "replay engine: transcript file to play back"),
+    ("openai_base_url", "http://localhost:8000/v1", str, "openai engine: server base URL"),
+    ("device", "auto", str, "transformers engine: torch device"),
+    ("dtype", "auto", str, "auto | bfloat16 | float16 | float32"),
+    ("temperature", "0.75", float, "Sampling temperature"),
+    ("top_p", "0.9", float, "Nucleus sampling top-p"),
+    ("greedy", "false", bool, "Greedy decoding instead of sampling"),
+    ("system_prompt_file", "", str, "Replacement system prompt file (empty = bundled prompt)"),
+    ("max_pixels", "351232", int, "Pixel budget per image after smart resize"),
+    ("max_calls", "10", int, "Model calls per query"),
+    ("max_images", "45", int, "Images per dialogue (inputs + drawings)"),
+    ("max_new_tokens", "16384", int, "Tokens generated per model call"),
+    ("max_pending", "4", int, "Queries running + queued before new ones are rejected"),
+    ("autostart", "true", bool, "Configure and activate on start"),
+    ("diagnostics_period_s", "1.0", float, "Period of /diagnostics"),
+]
+
+
+def generate_launch_description() -> LaunchDescription:
+    arguments = [DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node")]
+    arguments += [DeclareLaunchArgument(name, default_value=default, description=description)
+                  for name, default, _, description in PARAMETERS]
+    node = LifecycleNode(
+        package="ros_vilasr",
+        executable="vilasr_node",
+        name="vilasr_node",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[{name: ParameterValue(LaunchConfiguration(name), value_type=value_type)
+                     for name, _, value_type, _ in PARAMETERS}],
+        output="screen",
+        emulate_tty=True,
+    )
+    return LaunchDescription([*arguments, node])

@@ -1,0 +1,356 @@
+"""The node's ROS-free pieces: parameter table, frame conversion, key-frame buffer, query worker,
+typed answers and engine arguments. No ROS is started here."""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ros_vilasr.node import params
+from ros_vilasr.node.conversions import (
+    CHANNELS,
+    CompressedPayload,
+    FrameError,
+    RawPayload,
+    decode_compressed,
+    decode_raw,
+    to_rgb,
+)
+from ros_vilasr.node.keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings, spread, thumbnail
+from ros_vilasr.node.queries import Job, QueryWorker, engine_arguments, model_id, typed_answer
+
+# -- parameters ----------------------------------------------------------------------------------
+
+def test_parameter_table_agrees_with_the_core_and_is_self_consistent():
+    from ros_vilasr.core.engines import ENGINES
+    from ros_vilasr.core.images import MAX_PIXELS_EVAL, MIN_PIXELS
+
+    assert params.ENGINES == ENGINES
+    assert (params.MIN_PIXELS, params.MAX_PIXELS_EVAL) == (MIN_PIXELS, MAX_PIXELS_EVAL)
+    assert params.BY_NAME["max_pixels"].default == 351232
+    assert (params.BY_NAME["max_calls"].default, params.BY_NAME["max_images"].default) == (10, 45)
+    assert (params.BY_NAME["temperature"].default, params.BY_NAME["top_p"].default) == (0.75, 0.9)
+    assert params.BY_NAME["model"].default == "AntResearchNLP/ViLaSR"
+    for p in params.PARAMETERS:
+        assert len(p.description) > 20, p.name
+        if p.range is not None:
+            assert p.range[0] <= p.default <= p.range[1], p.name
+        if p.choices:
+            assert p.default in p.choices, p.name
+        assert params.check_value(p.name, p.default) is None, p.name
+
+
+def test_params_module_stays_light():
+    """The launch-file test and docs read the table without ROS or the ML stack."""
+    import subprocess
+
+    code = ("import sys, ros_vilasr.node.params; "
+            "print(sorted(m for m in ('rclpy', 'torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_launch_default_strings():
+    assert params.launch_default(params.BY_NAME["image_topics"]) == "['/camera/image_raw']"
+    assert params.launch_default(params.BY_NAME["autostart"]) == "true"
+    assert params.launch_default(params.BY_NAME["max_calls"]) == "10"
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+RGB = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+
+
+def _encode(encoding: str) -> np.ndarray:
+    alpha = np.full((4, 5, 1), 255, np.uint8)
+    return {"rgb8": RGB, "bgr8": RGB[:, :, ::-1], "rgba8": np.dstack([RGB, alpha]),
+            "bgra8": np.dstack([RGB[:, :, ::-1], alpha]), "mono8": RGB[:, :, 0]}[encoding]
+
+
+@pytest.mark.parametrize("encoding", list(CHANNELS))
+@pytest.mark.parametrize("padding", [0, 3])
+def test_raw_encodings_decode_to_rgb(encoding, padding):
+    pixels = np.ascontiguousarray(_encode(encoding))
+    ch = CHANNELS[encoding]
+    rows = pixels.reshape(4, 5 * ch)
+    data = np.hstack([rows, np.zeros((4, padding), np.uint8)]).tobytes()
+    array = decode_raw(5, 4, encoding, 5 * ch + padding, data)
+    rgb = to_rgb(array, encoding)
+    expected = np.repeat(RGB[:, :, :1], 3, axis=2) if encoding == "mono8" else RGB
+    assert np.array_equal(rgb, expected)
+    payload = RawPayload(array, encoding, len(data))
+    assert np.array_equal(np.asarray(payload.to_pil()), expected)
+
+
+@pytest.mark.parametrize("fields, kind", [
+    ((5, 4, "16UC1", 10, bytes(40)), "unsupported_encoding"),
+    ((5, 4, "yuv422", 10, bytes(40)), "unsupported_encoding"),
+    ((0, 0, "rgb8", 0, b""), "empty"),
+    ((5, 0, "rgb8", 15, b""), "empty"),
+    ((5, 4, "rgb8", 14, bytes(56)), "bad_step"),
+    ((5, 4, "rgb8", 15, bytes(59)), "size_mismatch"),  # truncated
+    ((5, 4, "rgb8", 15, bytes(61)), "size_mismatch"),
+])
+def test_malformed_raw_frames_raise_with_a_kind_and_reason(fields, kind):
+    with pytest.raises(FrameError) as err:
+        decode_raw(*fields)
+    assert err.value.kind == kind and err.value.reason
+
+
+def _compressed(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 24, 3), (200, 30, 10), np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_compressed_frames_decode(fmt):
+    data = _compressed(fmt)
+    bgr = decode_compressed(data)
+    assert bgr.shape == (16, 24, 3)
+    rgb = np.asarray(CompressedPayload(data, len(data)).to_pil())
+    assert np.abs(rgb.astype(int) - (200, 30, 10)).max() <= 3
+
+
+@pytest.mark.parametrize("mangle, words", [
+    (lambda d: d[: len(d) // 2], "truncated"),
+    (lambda d: d[:-1], "truncated"),
+    (lambda d: b"", "empty"),
+    (lambda d: b"GIF89a" + d, "neither JPEG nor PNG"),
+])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_bad_compressed_frames_are_refused(fmt, mangle, words):
+    with pytest.raises(FrameError) as err:
+        decode_compressed(mangle(_compressed(fmt)))
+    assert words in err.value.reason
+
+
+def test_corrupt_png_body_is_undecodable():
+    data = bytearray(_compressed("PNG"))
+    data[40:60] = bytes(20)  # inside the image data, end chunk intact
+    with pytest.raises(FrameError) as err:
+        decode_compressed(bytes(data))
+    assert err.value.kind == "undecodable"
+
+
+# -- key frames ----------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class Payload:
+    def __init__(self, nbytes=1000, tag=None):
+        self.nbytes, self.tag = nbytes, tag
+
+
+def frame(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def make_buffer(**settings):
+    clock = Clock()
+    return KeyFrameBuffer(KeyFrameSettings(**({"min_interval_s": 0.0, "memory_bytes": 10**9} | settings)), clock), clock
+
+
+def test_min_interval_between_key_frames():
+    buf, clock = make_buffer(min_interval_s=1.0)
+    kept = []
+    for i in range(10):
+        kept.append(buf.offer("a", i, Payload(), frame(i)))
+        clock.t += 0.3
+    assert kept == [True, False, False, False, True, False, False, False, True, False]
+    assert buf.latest(["a"])[0].header == 9  # the latest is kept apart from key frames
+
+
+def test_change_threshold_keeps_only_visibly_different_frames():
+    buf, clock = make_buffer(change_threshold=0.05)
+    base = frame(1)
+    nudged = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)  # ~1 % change
+    assert [buf.offer("a", h, Payload(), f) for h, f in enumerate([base, base, nudged, frame(2)])] == \
+        [True, False, False, True]
+    assert buf.stats()["a"]["keyframes"] == 2
+
+
+def test_thumbnail_needs_no_resize_and_is_lazy():
+    assert thumbnail(np.zeros((720, 1280, 3), np.uint8)).shape == (32, 32)
+    assert thumbnail(np.zeros((48, 64), np.uint8)).shape == (24, 32)
+    buf, clock = make_buffer(min_interval_s=10.0)
+    calls = []
+    buf.offer("a", 0, Payload(), lambda: calls.append(1) or frame(0))
+    buf.offer("a", 1, Payload(), lambda: calls.append(1) or frame(1))  # not due: never decoded
+    assert len(calls) == 1
+
+
+def test_frames_kept_per_camera_and_max_age():
+    buf, clock = make_buffer(per_camera=3, max_age_s=5.0)
+    for i in range(6):
+        buf.offer("a", i, Payload(), frame(i))
+        clock.t += 1.0
+    assert [f.header for f in buf.window(["a"])] == [3, 4, 5]
+    clock.t += 3.5  # frames 3 and 4 are now older than 5 s
+    assert [f.header for f in buf.window(["a"])] == [5]
+    clock.t += 10
+    assert buf.window(["a"]) == [] and buf.latest(["a"]) == []
+
+
+def test_memory_budget_is_never_exceeded_and_evicts_oldest_across_cameras():
+    rng = np.random.default_rng(0)
+    budget = 100_000  # room for every camera's latest frame plus the next one, twice
+    buf, clock = make_buffer(memory_bytes=budget, per_camera=100)
+    for i in range(300):
+        cam = f"cam{rng.integers(3)}"
+        size = int(rng.integers(1000, 20_000))
+        buf.offer(cam, (cam, i), Payload(size), frame(i % 7))
+        clock.t += 0.01
+        assert buf.total_bytes + 2 * size <= budget  # with room for the next frame (received twice)
+    # every camera still has its latest frame: key frames go first
+    assert len(buf.latest(["cam0", "cam1", "cam2"])) == 3
+
+
+def test_eviction_order_is_oldest_key_frame_first():
+    # five frames (payload + thumbnail) of budget: three held, room for the next to arrive (twice)
+    buf, clock = make_buffer(memory_bytes=5 * (1000 + 24 * 32))
+    for i, cam in enumerate(["a", "b", "a", "b", "a"]):
+        buf.offer(cam, i, Payload(1000), frame(i))
+        clock.t += 1
+    assert [f.header for f in buf.window(["a", "b"])] == [2, 3, 4]
+    assert [f.header for f in buf.latest(["a", "b"])] == [4, 3]
+
+
+def test_a_frame_larger_than_the_budget_is_refused():
+    buf, clock = make_buffer(memory_bytes=5000)
+    buf.offer("a", 0, Payload(1000), frame(0))
+    with pytest.raises(FrameTooLarge):
+        buf.offer("a", 1, Payload(6000), frame(1))
+    assert buf.latest(["a"])[0].header == 0
+
+
+def test_window_selection_and_new_settings():
+    buf, clock = make_buffer(per_camera=10)
+    for i in range(10):
+        buf.offer("a" if i % 2 else "b", i, Payload(), frame(i))
+        clock.t += 1
+    assert [f.header for f in buf.window(["a", "b"], max_frames=4)] == [0, 3, 6, 9]
+    assert [f.header for f in buf.window(["a"], window_s=4.5)] == [7, 9]
+    assert [f.header for f in buf.latest(["b", "a"])] == [8, 9]
+    buf.apply(KeyFrameSettings(min_interval_s=0.0, per_camera=2, memory_bytes=10**9))
+    assert [f.header for f in buf.window(["a", "b"])] == [6, 7, 8, 9]
+
+
+def test_spread():
+    assert spread(list(range(10)), 3) == [0, 4, 9] or spread(list(range(10)), 3) == [0, 5, 9]
+    assert spread([1, 2], 5) == [1, 2] and spread([1, 2, 3], 1) == [3] and spread([1, 2, 3], 0) == [1, 2, 3]
+
+
+# -- the worker ----------------------------------------------------------------------------------
+
+def test_worker_bounds_pending_runs_in_order_and_cancels_queued_jobs_at_once():
+    gate, ran = threading.Event(), []
+
+    def run(job):
+        ran.append((job.question, threading.current_thread().name))
+        if job.question == "slow":
+            while not job.cancel.is_set() and not gate.is_set():
+                time.sleep(0.01)
+
+    worker = QueryWorker(run, max_pending=2)
+    jobs = [Job(q, []) for q in ("slow", "queued")]
+    for job in jobs:
+        assert worker.reserve()
+        worker.submit(job)
+    assert not worker.reserve() and worker.pending == 2
+    worker.cancel(jobs[1])
+    assert jobs[1].done.wait(1.0) and jobs[1].finish_reason == "cancelled"
+    assert worker.reserve()  # the cancelled job's slot is free again
+    worker.release()
+    gate.set()
+    assert jobs[0].done.wait(1.0) and ran == [("slow", "vilasr-worker")]  # one worker thread, in order
+    assert worker.stop(1.0)
+
+
+def test_worker_stop_cancels_the_running_job_and_survives_failures():
+    def run(job):
+        if job.question == "boom":
+            raise RuntimeError("engine on fire")
+        job.cancel.wait(5.0)
+
+    worker = QueryWorker(run, max_pending=3)
+    boom, long = Job("boom", []), Job("long", [])
+    for job in (boom, long):
+        worker.reserve()
+        worker.submit(job)
+    assert boom.done.wait(1.0) and boom.finish_reason == "error" and "engine on fire" in boom.error
+    time.sleep(0.05)
+    assert worker.stop(2.0) and long.done.is_set() and long.cancel.is_set()
+    late = Job("late", [])
+    assert not worker.reserve()
+    worker.submit(late)  # a stopped worker ends it at once
+    assert late.done.is_set() and late.finish_reason == "cancelled"
+
+
+# -- typed answers and engines ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("answer, problem_type, options, expected", [
+    ("B", "multiple choice", ["A. left", "B. right"], ("choice", "B", 0.0)),
+    ("(c) the chair", "multiple choice", [], ("choice", "C", 0.0)),
+    ("b. right", "", ["A. left", "B. right"], ("choice", "B", 0.0)),
+    ("Z", "multiple choice", ["A. left", "B. right"], ("text", "", 0.0)),
+    ("2.5", "numerical", [], ("number", "", 2.5)),
+    ("1,250", "regression", [], ("number", "", 1250.0)),
+    ("about 3 m", "regression", [], ("number", "", 3.0)),
+    ("12", "", [], ("number", "", 12.0)),
+    ("3 chairs", "", [], ("text", "", 0.0)),
+    ("left of the sofa", "free-form", [], ("text", "", 0.0)),
+    ("7", "free-form", [], ("text", "", 0.0)),
+])
+def test_typed_answer(answer, problem_type, options, expected):
+    assert typed_answer(answer, problem_type, options) == expected
+
+
+BASE = {p.name: p.default for p in params.PARAMETERS}
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({}, ("transformers", "AntResearchNLP/ViLaSR",
+          {"device": "auto", "dtype": "auto", "temperature": 0.75, "top_p": 0.9})),
+    ({"device": "cpu", "dtype": "bfloat16", "temperature": 0.2, "top_p": 0.5},
+     ("transformers", "AntResearchNLP/ViLaSR", {"device": "cpu", "dtype": "bfloat16", "temperature": 0.2,
+                                                "top_p": 0.5})),
+    ({"greedy": True}, ("transformers", "AntResearchNLP/ViLaSR",
+                        {"device": "auto", "dtype": "auto", "temperature": 0.0, "top_p": 0.9})),
+    ({"engine": "vllm", "dtype": "float16", "max_images": 20, "max_pixels": 200704},
+     ("vllm", "AntResearchNLP/ViLaSR", {"temperature": 0.75, "top_p": 0.9, "max_images": 20,
+                                        "max_pixels": 200704, "dtype": "float16"})),
+    ({"engine": "openai", "model": "served", "openai_base_url": "http://gpu:9000/v1"},
+     ("openai", "served", {"base_url": "http://gpu:9000/v1", "temperature": 0.75, "top_p": 0.9})),
+    ({"engine": "replay", "replay_file": "/tmp/t.json"}, ("replay", "/tmp/t.json", {})),
+])
+def test_engine_arguments_follow_the_parameters(changes, expected):
+    assert engine_arguments(BASE | changes) == expected
+
+
+def test_replay_needs_a_file_and_names_itself():
+    with pytest.raises(ValueError, match="replay_file"):
+        engine_arguments(BASE | {"engine": "replay"})
+    assert model_id(BASE | {"engine": "replay", "replay_file": "t.json"}) == "replay:t.json"
+    assert model_id(BASE) == "AntResearchNLP/ViLaSR"
+
+
+def test_node_pieces_do_not_import_ros():
+    import subprocess
+
+    code = ("import sys, ros_vilasr.node.keyframes, ros_vilasr.node.queries, ros_vilasr.node.conversions; "
+            "print('rclpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
