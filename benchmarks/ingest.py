@@ -13,7 +13,7 @@ bare subscriber's (what the transport costs any subscriber, e.g. mapped shared m
 
 Runs once per Fast DDS transport set-up (``--transport``): ``default`` (the built-in UDPv4 + SHM
 with a 512 KiB segment, where 720p frames fall back to fragmented UDP and most are lost on both
-subscribers) and ``large-shm`` (benchmarks/fastdds_large_frames.xml: a 64 MiB SHM segment). The
+subscribers) and ``large-shm`` (config/fastdds_large_frames.xml: a 64 MiB SHM segment). The
 targets are judged on ``large-shm``, where the transport does not decide the outcome.
 
     python benchmarks/ingest.py [--duration 20] [--budget-mb 64] [--transport default large-shm]
@@ -26,25 +26,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import struct
 import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import describe  # noqa: E402
 
 TOPICS = ("/bench/cam_left/image_raw", "/bench/cam_right/image_raw")
 WIDTH, HEIGHT, RATE_HZ = 1280, 720, 30.0
 DISTINCT_FRAMES = 12  # rendered once per camera, cycled (the rig moves, so key frames change)
 DRAIN_S = 1.0  # after the last publish, for frames in flight
 DIAGNOSTICS_PERIOD_S = 1.0  # the node's default
-PROFILE_XML = ROOT / "benchmarks" / "fastdds_large_frames.xml"
+PROFILE_XML = ROOT / "config" / "fastdds_large_frames.xml"
 TRANSPORTS = {
     "default": {},
     "large-shm": {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE_XML)},
@@ -184,25 +183,6 @@ def run_bare_subscriber() -> int:
 
 
 # -- orchestration --------------------------------------------------------------------------------------
-
-def machine() -> dict:
-    from benchmarks.machine import describe
-
-    info = describe()
-    try:
-        with open("/etc/os-release") as f:
-            os_name = dict(line.rstrip().split("=", 1) for line in f if "=" in line)
-        info["os"] = f"{os_name.get('PRETTY_NAME', '').strip(chr(34))} ({platform.release()})"
-    except OSError:
-        pass
-    for dist in ("ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-fastdds", "ros-sensor-msgs"):
-        try:
-            info["packages"][dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            info["packages"][dist] = "not installed"
-    info["rmw"] = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)")
-    return info
-
 
 class LineReader:
     """Reads a child's stdout lines on a thread so the orchestrator can wait for one."""
@@ -348,7 +328,7 @@ def run_benchmark(duration_s: float, budget_mb: float, transports: list[str], ou
                    "encoding": "rgb8", "duration_s": duration_s, "qos": "sensor data (best effort, depth 5)",
                    "node_buffer_memory_mb": budget_mb, "node_engine": "replay",
                    "headline_transport": HEADLINE if HEADLINE in runs else transports[-1]},
-        "machine": machine(),
+        "machine": describe(),
         "runs": runs,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -367,7 +347,7 @@ def _buffer_bytes(client) -> int:
 
 TRANSPORT_NOTES = {
     "default": "Fast DDS built-in transports (UDPv4 + SHM, 512 KiB segment)",
-    "large-shm": "benchmarks/fastdds_large_frames.xml (64 MiB SHM segment)",
+    "large-shm": "config/fastdds_large_frames.xml (64 MiB SHM segment)",
 }
 
 

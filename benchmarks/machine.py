@@ -25,13 +25,23 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            fields = dict(line.rstrip().split("=", 1) for line in f if "=" in line)
+        return f"{fields.get('PRETTY_NAME', '').strip(chr(34))} ({platform.release()})"
+    except OSError:
+        return platform.platform()
+
+
 def describe() -> dict:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
         "cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "ram_gib": round(mem_gib, 1),
-        "os": platform.platform(), "python": platform.python_version(),
+        "os": _os_name(), "python": platform.python_version(),
         "packages": {d: _version(d) for d in ("torch", "transformers", "pillow", "ros-rclpy",
-                                               "ros-rmw-fastrtps-cpp")},
+                                               "ros-rmw-fastrtps-cpp", "ros-fastdds")},
+        "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"),
     }
 
 

@@ -126,7 +126,7 @@ def test_goals_beyond_max_pending_are_rejected_with_a_reason(node):
     node.ask_pub.publish(String(data="fourth question"))
     rejected = wait_for(lambda: next((a for a in node.answers[n:] if a.question == "fourth question"), None),
                         what="the rejected ~/ask answer")
-    assert rejected.finish_reason == "rejected" and "max_pending = 2" in rejected.answer
+    assert rejected.finish_reason == "rejected" and "max_pending = 2" in rejected.error
     second.cancel_goal_async()
     assert node.result(second).status == GoalStatus.STATUS_CANCELED  # cancelled while queued
     first.cancel_goal_async()

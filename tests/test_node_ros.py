@@ -237,6 +237,7 @@ def test_an_engine_failure_aborts_the_goal_with_the_reason(node):
     status, answer, feedback = node.query(Q_CUT, cameras=[FRONT])
     assert status == GoalStatus.STATUS_ABORTED and len(feedback) == 1
     assert answer.finish_reason == "engine_error" and answer.answer.startswith("<think>Let me mark it.")
+    assert "no more assistant turns" in answer.error
     wait_for(lambda: f"query {Q_CUT!r} ended with engine_error: the recorded transcript has no more assistant "
              "turns" in node.proc.log(), what="the reason in the log")
     assert front_frame(node, 551, seed=26) and node.query(Q_CHOICE, cameras=[FRONT])[0] == GoalStatus.STATUS_SUCCEEDED

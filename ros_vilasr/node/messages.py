@@ -85,15 +85,14 @@ def answer_msg(job: Job, model: str) -> SpatialAnswer:
     newest = max(headers, key=lambda h: (h.stamp.sec, h.stamp.nanosec)) if headers else Header()
     reason = job.finish_reason
     text = (session.answer if session is not None else None) or ""
-    if reason != "answer" and not text:  # nothing the model said: say why instead
-        text = (session.error if session is not None else None) or job.error or ""
+    error = "" if reason == "answer" else (session.error if session is not None else None) or job.error or ""
     kind, choice, value = (typed_answer(text, job.problem_type, job.options) if reason == "answer"
                            else ("text", "", 0.0))
     msg = SpatialAnswer(
         header=Header(stamp=newest.stamp, frame_id=newest.frame_id), question=job.question,
         options=job.options, problem_type=job.problem_type, answer=text,
         answer_kind=ANSWER_KINDS.get(kind, SpatialAnswer.KIND_TEXT), choice=choice, value=float(value),
-        finish_reason=reason, source_headers=headers, model=model, latency_s=job.latency_s)
+        finish_reason=reason, error=error, source_headers=headers, model=model, latency_s=job.latency_s)
     if session is not None:
         msg.steps = [step_msg(job, s) for s in session.steps]
         msg.model_calls = session.calls

@@ -554,7 +554,7 @@ class VilasrNode(LifecycleNode):
         self._rejected += 1
         self.get_logger().warning(f"rejecting question {question!r} on ~/ask: {reason}")
         if self._answer_publisher is not None:
-            self._answer_publisher.publish(SpatialAnswer(question=question, answer=reason,
+            self._answer_publisher.publish(SpatialAnswer(question=question, error=reason,
                                                          finish_reason="rejected"))
 
     # -- outputs -------------------------------------------------------------------------------
