@@ -5,6 +5,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+# Raw 720p frames need the large shared-memory segment (Fast DDS's default 512 KiB one sends them
+# as fragmented UDP, mostly lost); the profile's UDP transport is loopback-only as well.
+LARGE_FRAMES = Path(__file__).resolve().parent.parent / "config" / "fastdds_large_frames.xml"
 
 PUBLISHER = textwrap.dedent("""
     import sys, time
@@ -55,7 +60,7 @@ SUBSCRIBER = textwrap.dedent("""
 
 
 def test_two_processes_exchange_720p_frames_over_loopback_dds():
-    env = os.environ.copy()
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(LARGE_FRAMES))
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env["ROS_DOMAIN_ID"]
     pub = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=env, stdin=subprocess.PIPE)
     try:
@@ -65,12 +70,13 @@ def test_two_processes_exchange_720p_frames_over_loopback_dds():
         pub.kill()
         pub.wait()
     assert sub.returncode == 0, sub.stderr
+    assert "error" not in sub.stderr.lower(), sub.stderr  # e.g. a profile Fast DDS refused
     assert int(sub.stdout.split("RECEIVED")[1]) >= 5
 
 
 def test_other_domain_does_not_receive():
     """Isolation works both ways: a subscriber on another domain ID hears nothing."""
-    env = os.environ.copy()
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(LARGE_FRAMES))
     other = dict(env, ROS_DOMAIN_ID=str((int(env["ROS_DOMAIN_ID"]) + 1) % 232))
     pub = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=env, stdin=subprocess.PIPE)
     try:
