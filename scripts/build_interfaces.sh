@@ -30,10 +30,6 @@ if [[ ! -x "$PY" ]]; then
   echo "error: $PY not found (is $VENV a virtual environment?)" >&2
   exit 1
 fi
-for tool in cmake ninja; do
-  command -v "$tool" >/dev/null || { echo "error: '$tool' not found on PATH" >&2; exit 1; }
-done
-
 # The wheels' ament prefix is the venv's sys.prefix; PYTHON_INSTALL_DIR is site-packages relative to it.
 # (Never run the venv python with -S/-I: the wheels' startup hook must run.)
 read -r PREFIX PYDIR < <("$PY" -c '
@@ -53,7 +49,11 @@ fi
 export AMENT_PREFIX_PATH="$PREFIX${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 # Tools the generators call (and the wheels' own scripts) live in the venv's bin.
-export PATH="$VENV/bin:$PATH"
+export PATH="$VENV/bin:$PATH"  # ninja may come from the venv (pip), cmake from the system
+for tool in cmake ninja; do
+  command -v "$tool" >/dev/null || { echo "error: '$tool' not found on PATH" >&2; exit 1; }
+done
+
 
 start=$(date +%s.%N)
 log="$BUILD/build.log"
