@@ -120,3 +120,22 @@ def test_unknown_engine_and_missing_model():
         create_engine("tensorrt", "m")
     with pytest.raises(ValueError):
         create_engine("replay", None)
+
+
+def test_chat_rendering_is_the_qwen_template_and_engines_forget_finished_dialogues(tmp_path):
+    from ros_vilasr.core.engines.hf import TransformersEngine
+    from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS
+    from ros_vilasr.core.processor import load_processor
+    from ros_vilasr.core.tiny_model import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "tiny")
+    processor = load_processor(path, max_pixels=NO_RESIZE_MAX_PIXELS)
+    s = Session([Image.new("RGB", (280, 224)), Image.new("RGB", (224, 280))], "Which side?", kind="views")
+    s.submit(Reply(DRAW))
+    for prompt in (False, True):
+        assert chat.render(s.messages, prompt) == processor.apply_chat_template(
+            chat.to_hf(s.messages), tokenize=False, add_generation_prompt=prompt)
+    engine = TransformersEngine(str(path), device="cpu", temperature=0)
+    done = session()
+    run_sessions([done], engine)
+    assert done.done and done.key not in engine._encodings  # noqa: SLF001 - the cache is the point

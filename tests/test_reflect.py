@@ -26,6 +26,7 @@ from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines.replay import ReplayEngine
 from ros_vilasr.core.images import MAX_PIXELS_TRAIN, NO_RESIZE_MAX_PIXELS
 from ros_vilasr.core.processor import load_processor
+from ros_vilasr.core.protocol import is_reflective, parse_turn
 from ros_vilasr.core.tiny_model import build_tiny_model, teach
 
 SYSTEM = "You answer spatial questions about an image of {width}x{height} pixels."
@@ -108,8 +109,9 @@ def test_reflection_detector(tmp_path, second, expected):
     (tmp_path / "system.txt").write_text(SYSTEM)
     session = replayed(tmp_path, WHERE, [DRAW, *([second] if second else []), answer("A")])
     assert session.finish_reason == "answer"
-    assert reflect.reflects(session) is expected
-    assert score_rollout(session, normalise_prompt(WHERE, "test", tmp_path)).reflective is expected  # the core agrees
+    # the flag the filter keeps trajectories by (the session's per-step protocol.revises)
+    assert score_rollout(session, normalise_prompt(WHERE, "test", tmp_path)).reflective is expected
+    assert is_reflective([parse_turn(t).ops for t in session.assistant_turns]) is expected  # spec §6 rule
 
 
 def test_one_step_redrawing_a_label_is_not_reflection(tmp_path):
@@ -118,7 +120,8 @@ def test_one_step_redrawing_a_label_is_not_reflection(tmp_path):
     both = ('<think>Two guesses.</think>\nAction: Object Mapper\n```json\n'
             '[{"index": 1, "bbox_2d": [28, 28, 84, 84], "label": "cup"}, '
             '{"index": 1, "bbox_2d": [30, 30, 80, 80], "label": "cup"}]\n```')
-    assert not reflect.reflects(replayed(tmp_path, WHERE, [both, answer("A")]))
+    session = replayed(tmp_path, WHERE, [both, answer("A")])
+    assert not score_rollout(session, normalise_prompt(WHERE, "test", tmp_path)).reflective
 
 
 def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):

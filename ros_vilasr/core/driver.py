@@ -22,6 +22,7 @@ def run_sessions(sessions: Iterable[Session], engine: Engine, *,
     generation) ends all unfinished sessions as cancelled. An engine failure ends the round's
     sessions with reason ``engine_error`` instead of escaping and losing them."""
     sessions = list(sessions)
+    forget = getattr(engine, "forget", None)  # optional for wrappers and test doubles
     bar = tqdm(total=len(sessions), desc="dialogues", unit="q", disable=not progress)
     while active := [s for s in sessions if not s.done]:
         if cancel is not None and cancel.is_set():
@@ -45,6 +46,9 @@ def run_sessions(sessions: Iterable[Session], engine: Engine, *,
             step = session.submit(reply)
             if on_step is not None:
                 on_step(session, step)
+        for session in active:
+            if session.done and forget is not None:
+                forget(session.key)  # a long-running node must not keep finished dialogues
         bar.update(sum(s.done for s in active))
     bar.close()
     return sessions

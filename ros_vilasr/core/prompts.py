@@ -10,7 +10,6 @@ DEFAULT_SYSTEM_PROMPT = resources.files("ros_vilasr.core") / "data" / "system_pr
 MULTIPLE_CHOICE = "multiple choice"
 NUMERICAL = "numerical"
 REGRESSION = "regression"
-FREE_FORM = "free-form"
 
 _SUFFIX = {
     MULTIPLE_CHOICE: "Answer with the option's letter from the given choices directly.",

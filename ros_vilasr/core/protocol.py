@@ -1,7 +1,7 @@
 """The draw-to-reason protocol: parse one assistant turn, check format, extract answers (spec §1, §3, §6).
 
-Everything here is total: any text, however hostile, yields a ``ParsedTurn`` (with ``error`` set
-when the turn is unusable) — no exception escapes. Fenced blocks are read with a restricted
+Everything here is total: any text, however hostile, yields a ``ParsedTurn`` (whatever could not
+be used is listed in ``problems``) — no exception escapes. Fenced blocks are read with a restricted
 literal reader (JSON first, then a Python-literal AST walk); nothing is ever evaluated.
 """
 
@@ -68,10 +68,6 @@ class ParsedTurn:
     ops: list[Op] = field(default_factory=list)
     answer: str | None = None  # text inside <answer>…</answer>, trimmed
     problems: list[str] = field(default_factory=list)  # dropped blocks / items, with reasons
-
-    @property
-    def is_answer(self) -> bool:
-        return self.answer is not None
 
 
 class _NotLiteral(ValueError):

@@ -34,10 +34,6 @@ def demo_scene() -> sc.Scene:
     ), sc.Room(size=(6.0, 5.0, 2.8)))
 
 
-def frame_time(frame: int) -> float:
-    return frame / FRAME_RATE_HZ
-
-
 def stamp_ns(frame: int) -> int:
     return START_STAMP_NS + frame * 1_000_000_000 // FRAME_RATE_HZ
 

@@ -296,14 +296,20 @@ class VilasrNode(LifecycleNode):
         if self._ask_subscription is not None:
             self.destroy_subscription(self._ask_subscription)
             self._ask_subscription = None
+        stuck = False
         if self._worker is not None:
             if not self._worker.stop(timeout=120.0):
-                self.get_logger().error("the running query did not stop within 120 s")
+                stuck = True
+                self.get_logger().error("the running query did not stop within 120 s: its engine is left "
+                                        "to it (not released) rather than freed under it")
             self._worker = None
         if self._query_server is not None:
             self._retire_query_server(self._query_server)
             self._query_server = None
         self._staged_goals.clear()
+        if stuck:
+            self._engine_state = "stuck"
+            self._engine = None
         if self._engine is not None:
             self._engine_state = "releasing"
             self._engine.close()
@@ -480,7 +486,8 @@ class VilasrNode(LifecycleNode):
         """Hand the accepted goal to the worker; the executor thread returns at once."""
         with self._jobs_lock:
             goal, job = self._staged_goals.pop(id(goal_handle.request), (None, None))
-            if job is None or goal is not goal_handle.request:  # cannot happen: refuse cleanly
+            # Goals are staged and accepted on the one executor thread, so this cannot happen; refuse cleanly
+            if job is None or goal is not goal_handle.request:
                 job = Job(goal_handle.request.question, [])
                 job.error = "internal: the accepted goal has no staged query"
             job.goal_handle = goal_handle
@@ -584,7 +591,6 @@ class VilasrNode(LifecycleNode):
                                f"({answer.finish_reason}, {answer.model_calls} calls, {job.latency_s:.2f} s)")
         why = (job.session.error if job.session is not None else None) or job.error
         if answer.finish_reason not in ("answer", "cancelled") and why:
-            # SpatialAnswer has no error field: the reason is logged (and in the answer when no turn exists)
             self.get_logger().warning(f"query {job.question!r} ended with {answer.finish_reason}: {why}")
 
     # -- diagnostics ---------------------------------------------------------------------------

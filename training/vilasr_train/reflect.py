@@ -53,7 +53,6 @@ from tqdm import tqdm
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import create_engine
 from ros_vilasr.core.engines.replay import ReplayEngine
-from ros_vilasr.core.protocol import Box, Line, Op, is_reflective
 from ros_vilasr.core.session import Budget, Session
 
 from . import sft
@@ -104,25 +103,13 @@ def session_settings(config: Config) -> SessionSettings:
 # -- judging one trajectory ---------------------------------------------------------------------
 
 
-def step_ops(session: Session) -> list[list[Op]]:
-    """The protocol operations each step drew, rebuilt from the session's trace."""
-    return [[Box(op.image_index, op.label, op.model_coords) if op.kind == "box"
-             else Line(op.image_index, op.label, op.model_coords[:2], op.model_coords[2:]) for op in step.ops]
-            for step in session.steps]
-
-
-def reflects(session: Session) -> bool:
-    """Stage-2 reflection: a label drawn again at a later step with other coordinates or target."""
-    return is_reflective(step_ops(session))
-
-
 def judge(session: Session, prompt: dict) -> dict:
     """A sampled trajectory as stored: its transcript, what it cost and the three judgments."""
     score = score_rollout(session, prompt)
     return {"conversations": session.conversations(), "finish_reason": session.finish_reason,
             "answer": session.answer, "calls": session.calls, "images": len(session.images),
             "completion_tokens": session.completion_tokens, "accuracy": score.accuracy,
-            "well_formed": bool(score.format), "reflective": reflects(session)}
+            "well_formed": bool(score.format), "reflective": score.reflective}
 
 
 def keep(sample: dict, min_accuracy: float) -> bool:

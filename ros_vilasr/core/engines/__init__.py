@@ -16,6 +16,9 @@ class Engine(Protocol):
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
         ...
 
+    def forget(self, key: str) -> None:
+        """Drop what the engine keeps for a finished dialogue (called by the driver; optional)."""
+
     def close(self) -> None:
         """Release the model (and its GPU memory)."""
 

@@ -124,6 +124,9 @@ class TransformersEngine:
                                  prompt_tokens=prompt_len, completion_tokens=len(ids)))
         return replies
 
+    def forget(self, key: str) -> None:
+        self._encodings.pop(key, None)
+
     def close(self) -> None:
         self._encodings.clear()
         self.model = None

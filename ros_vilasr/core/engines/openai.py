@@ -71,8 +71,17 @@ class OpenAIEngine:
             return Reply("", error=f"request to {self.url} failed: {type(exc).__name__}: {exc}")
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
+        # A request in flight cannot be recalled; cancel skips the ones not yet sent.
+        def one(request: Request) -> Reply:
+            if cancel is not None and cancel.is_set():
+                return Reply("", error="cancelled")
+            return self._one(request)
+
         with ThreadPoolExecutor(min(self.max_concurrency, max(1, len(requests)))) as pool:
-            return list(pool.map(self._one, requests))
+            return list(pool.map(one, requests))
+
+    def forget(self, key: str) -> None:
+        pass  # stateless between turns (the server / prefix cache keeps what it keeps)
 
     def close(self) -> None:
         pass

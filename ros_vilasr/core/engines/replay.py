@@ -72,5 +72,8 @@ class ReplayEngine:
                 replies.append(Reply("", error="the recorded transcript has no more assistant turns"))
         return replies
 
+    def forget(self, key: str) -> None:
+        self._assigned.pop(key, None)
+
     def close(self) -> None:
         self._assigned.clear()

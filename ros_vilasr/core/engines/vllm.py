@@ -50,6 +50,9 @@ class VLLMEngine:
                       token_ids=list(o.outputs[0].token_ids), prompt_tokens=len(o.prompt_token_ids),
                       completion_tokens=len(o.outputs[0].token_ids)) for o in outputs]
 
+    def forget(self, key: str) -> None:
+        pass  # stateless between turns (the server / prefix cache keeps what it keeps)
+
     def close(self) -> None:
         import torch
 
