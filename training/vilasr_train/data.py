@@ -182,10 +182,10 @@ def image_tokens(size: tuple[int, int], max_pixels: int) -> int:
     return (w // FACTOR) * (h // FACTOR)
 
 
-def load_trajectories(paths, tokenizer, *, images_root=None, max_pixels: int, max_length: int | None,
-                      workers: int = 8) -> tuple[list[dict], DataReport]:
-    """Read and validate every record; return the valid ones (``{conversations, images, source}``)
-    and the report. ``max_length``: records longer than this many tokens are skipped."""
+def read_checked(paths, normalise_record, images_root=None, workers: int = 8) -> tuple[list[dict], dict, DataReport]:
+    """Read every file's records and normalise them (invalid ones reported), then check each image
+    they name once, in ``workers`` threads. Returns the candidates, ``{image: size or why not}``
+    and the report. Shared by trajectories (SFT) and prompts (RL, rejection sampling)."""
     report, candidates = DataReport(), []
     for path in map(Path, paths):
         records = read_records(path)
@@ -194,14 +194,20 @@ def load_trajectories(paths, tokenizer, *, images_root=None, max_pixels: int, ma
         for n, record in enumerate(records):
             source = f"{path}#{n}"
             try:
-                candidates.append(normalise(record, source, image_dir))
+                candidates.append(normalise_record(record, source, image_dir))
             except InvalidRecord as exc:
                 report.skip(exc.reason, source, exc.detail)
-
     unique = sorted({p for c in candidates for p in c["images"]})
     with ThreadPoolExecutor(max(1, workers)) as pool:
         checks = tqdm(pool.map(check_image, unique), total=len(unique), desc="checking images", unit="img")
-        sizes = dict(zip(unique, checks))
+        return candidates, dict(zip(unique, checks)), report
+
+
+def load_trajectories(paths, tokenizer, *, images_root=None, max_pixels: int, max_length: int | None,
+                      workers: int = 8) -> tuple[list[dict], DataReport]:
+    """Read and validate every record; return the valid ones (``{conversations, images, source}``)
+    and the report. ``max_length``: records longer than this many tokens are skipped."""
+    candidates, sizes, report = read_checked(paths, normalise, images_root, workers)
     readable = []
     for c in candidates:
         if bad := next((p for p in c["images"] if isinstance(sizes[p], str)), None):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ros_vilasr.core.engines.vllm import build_prompt, sampling_args
 from ros_vilasr.core.scoring import PROBLEM_TYPES
 from ros_vilasr.core.session import Budget, Reply, Request, Session
 
-from .data import DataReport, InvalidRecord, check_image, read_records
+from .data import DataReport, InvalidRecord, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +65,7 @@ def normalise_prompt(record, source: str, image_dir: Path) -> dict:
 def load_prompts(paths, images_root=None, workers: int = 8) -> tuple[list[dict], DataReport]:
     """Read and check every prompt, images included (decoded once, in ``workers`` threads); the
     valid ones, and the report of the rest."""
-    report, candidates = DataReport(), []
-    for path in map(Path, paths):
-        records = read_records(path)
-        report.files[str(path)] = {"records": len(records), "kept": 0}
-        image_dir = Path(images_root) if images_root else path.parent
-        for n, record in enumerate(records):
-            source = f"{path}#{n}"
-            try:
-                candidates.append(normalise_prompt(record, source, image_dir))
-            except InvalidRecord as exc:
-                report.skip(exc.reason, source, exc.detail)
-    unique = sorted({p for c in candidates for p in c["images"]})
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        checks = dict(zip(unique, pool.map(check_image, unique)))
+    candidates, checks, report = read_checked(paths, normalise_prompt, images_root, workers)
     prompts = []
     for c in candidates:
         if bad := next((p for p in c["images"] if isinstance(checks[p], str)), None):
