@@ -15,8 +15,9 @@ from PIL import Image
 
 from ros_vilasr.cli import main
 from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
+from ros_vilasr.core.images import VIDEO_FRAMES, evenly_spaced
 from ros_vilasr.evaluation.benchmarks import load_benchmark
-from ros_vilasr.evaluation.runner import RESULTS_FILE, run_evaluation, sample_frames
+from ros_vilasr.evaluation.runner import RESULTS_FILE, run_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGINAL_FIELDS = {"id", "model_output", "answer", "problem_type", "original_question_type", "prediction",
@@ -167,10 +168,10 @@ def test_unreadable_images_are_skipped_and_retried(synthetic, tmp_path):
 
 def test_video_items_see_16_uniform_frames():
     frames = [f"f{i:02d}.png" for i in range(40)]
-    picked = sample_frames(frames)
+    picked = evenly_spaced(frames, VIDEO_FRAMES)
     assert len(picked) == 16 and picked[0] == "f00.png" and picked[-1] == "f39.png"
     assert picked == sorted(set(picked))
-    assert sample_frames(frames[:8]) == frames[:8]
+    assert evenly_spaced(frames[:8], VIDEO_FRAMES) == frames[:8]
 
 
 def test_score_an_original_results_file(tmp_path, capsys):

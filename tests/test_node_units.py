@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ros_vilasr.core.images import evenly_spaced as spread
 from ros_vilasr.node import params
 from ros_vilasr.node.conversions import (
     CHANNELS,
@@ -22,7 +23,7 @@ from ros_vilasr.node.conversions import (
     decode_raw,
     to_rgb,
 )
-from ros_vilasr.node.keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings, spread, thumbnail
+from ros_vilasr.node.keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings, thumbnail
 from ros_vilasr.node.queries import Job, QueryWorker, engine_arguments, model_id, typed_answer
 
 # -- parameters ----------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28  # 3136
@@ -18,6 +18,7 @@ MAX_PIXELS_TRAIN = 256 * 28 * 28  # 200704, RL and training images
 # Sessions resize images here, once; processors that meet them afterwards are loaded with this
 # bound so they never resize again (load_processor(path, max_pixels=NO_RESIZE_MAX_PIXELS)).
 NO_RESIZE_MAX_PIXELS = 16384 * 28 * 28
+VIDEO_FRAMES = 16  # spec §4: video questions see 16 uniformly sampled frames
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ class ModelImage:
 
 def resized_size(width: int, height: int, max_pixels: int = MAX_PIXELS_EVAL,
                  min_pixels: int = MIN_PIXELS) -> tuple[int, int]:
-    """(width, height) after Qwen2.5-VL's smart resize."""
+    """(width, height) after Qwen2.5-VL's smart resize (transformers' own, imported on first use
+    so that reading this module's constants stays light)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
     h, w = smart_resize(height, width, factor=FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
     return w, h
 
@@ -58,3 +62,14 @@ def prepare_image(image: Image.Image, max_pixels: int = MAX_PIXELS_EVAL,
     size = resized_size(rgb.width, rgb.height, max_pixels, min_pixels)
     resized = rgb if size == rgb.size else rgb.resize(size, Image.Resampling.BICUBIC)
     return ModelImage(resized, rgb.size)
+
+
+def evenly_spaced(items: list, n: int) -> list:
+    """``n`` items evenly spaced over ``items`` (all when n <= 0 or there are fewer), keeping the
+    first and the last; n == 1 keeps the last (the newest frame)."""
+    if n <= 0 or len(items) <= n:
+        return list(items)
+    if n == 1:
+        return [items[-1]]
+    picks = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in dict.fromkeys(picks.tolist())]

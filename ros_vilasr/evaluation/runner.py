@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import Engine
-from ros_vilasr.core.images import MAX_PIXELS_EVAL
+from ros_vilasr.core.images import MAX_PIXELS_EVAL, VIDEO_FRAMES, evenly_spaced
 from ros_vilasr.core.scoring import aggregate, canonical_benchmark, format_table, score_answer
 from ros_vilasr.core.session import Budget, Session
 
@@ -33,18 +33,8 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
-VIDEO_FRAMES = 16  # spec §4: video questions see 16 uniformly sampled frames
-
-
-def sample_frames(paths: Sequence[str], n: int = VIDEO_FRAMES) -> list[str]:
-    """``n`` frames spread uniformly over the sequence, first and last included."""
-    if len(paths) <= n:
-        return list(paths)
-    return [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round()]
-
-
 def item_images(item: EvalItem) -> list[Image.Image]:
-    paths = sample_frames(item.image_paths) if item.kind == "video" else item.image_paths
+    paths = evenly_spaced(item.image_paths, VIDEO_FRAMES) if item.kind == "video" else item.image_paths
     images = []
     for path in paths:
         with Image.open(path) as im:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ros_vilasr.core.images import evenly_spaced
+
 THUMBNAIL_SIDE = 32  # pixels (about): enough to see a scene change, cheap at 30 Hz
 INCOMING_COPIES = 2  # a frame being received exists twice: the middleware's and the message's
 
@@ -185,7 +187,7 @@ class KeyFrameBuffer:
             frames = [f for name in cameras if (c := self._cameras.get(name)) for f in c.keyframes
                       if window_s <= 0 or f.received >= now - window_s]
         frames.sort(key=lambda f: f.received)
-        return spread(frames, max_frames)
+        return evenly_spaced(frames, max_frames)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per camera: key frames kept and bytes held; plus the total under ``"*"``."""
@@ -202,14 +204,3 @@ class KeyFrameBuffer:
     @property
     def total_bytes(self) -> int:
         return self.stats()["*"]["bytes"]
-
-
-def spread(items: list, n: int) -> list:
-    """``n`` items evenly spaced over ``items`` (all when n <= 0 or there are fewer), keeping the
-    first and the last."""
-    if n <= 0 or len(items) <= n:
-        return list(items)
-    if n == 1:
-        return [items[-1]]
-    picks = np.linspace(0, len(items) - 1, n).round().astype(int)
-    return [items[i] for i in dict.fromkeys(picks.tolist())]

@@ -12,16 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# Mirrors of core constants, kept here so reading this table imports nothing heavy (the core
-# pulls in transformers); tests/test_node_units.py checks they agree with the core.
-ENGINES = ("transformers", "vllm", "openai", "replay")
-MIN_PIXELS = 4 * 28 * 28
-MAX_PIXELS_EVAL = 448 * 28 * 28
+from ros_vilasr.core.engines import ENGINES
+from ros_vilasr.core.images import MAX_PIXELS_EVAL, MIN_PIXELS, NO_RESIZE_MAX_PIXELS
+
 # The published ViLaSR-7B weights (full fine-tune of Qwen2.5-VL-7B-Instruct) on the Hugging Face hub.
 DEFAULT_MODEL = "AntResearchNLP/ViLaSR"
 RELIABILITIES = ("best_effort", "reliable")
 MAX_PENDING_LIMIT = 16  # a queue longer than this is a client bug, not a workload
-MAX_PIXELS_LIMIT = 16384 * 28 * 28
+MAX_PIXELS_LIMIT = NO_RESIZE_MAX_PIXELS  # the largest image the engines take without resizing
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.engines import Engine
-from ros_vilasr.core.engines.vllm import build_prompt, sampling_args
+from ros_vilasr.core.engines.vllm import build_prompt, replies, sampling_args
 from ros_vilasr.core.scoring import PROBLEM_TYPES
 from ros_vilasr.core.session import Budget, Reply, Request, Session
 
@@ -143,10 +143,7 @@ class ColocatedVLLM:
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
         params = [self._params(**sampling_args(r, self.temperature, self.top_p, None)) for r in requests]
-        outputs = self.llm.generate([build_prompt(r) for r in requests], params, use_tqdm=False)
-        return [Reply(o.outputs[0].text, "length" if o.outputs[0].finish_reason == "length" else "stop",
-                      token_ids=list(o.outputs[0].token_ids), prompt_tokens=len(o.prompt_token_ids),
-                      completion_tokens=len(o.outputs[0].token_ids)) for o in outputs]
+        return replies(self.llm.generate([build_prompt(r) for r in requests], params, use_tqdm=False))
 
     def close(self) -> None:
         pass  # the trainer owns the LLM

@@ -32,6 +32,13 @@ def sampling_args(request: Request, temperature: float, top_p: float, seed: int 
             "top_p": 1.0 if greedy else top_p, "seed": seed}
 
 
+def replies(outputs) -> list[Reply]:
+    """Replies from vLLM ``RequestOutput`` objects (first completion of each)."""
+    return [Reply(o.outputs[0].text, "length" if o.outputs[0].finish_reason == "length" else "stop",
+                  token_ids=list(o.outputs[0].token_ids), prompt_tokens=len(o.prompt_token_ids),
+                  completion_tokens=len(o.outputs[0].token_ids)) for o in outputs]
+
+
 class VLLMEngine:
     def __init__(self, model: str, temperature: float = 0.75, top_p: float = 0.9,
                  seed: int | None = None, **llm_overrides):
@@ -45,10 +52,7 @@ class VLLMEngine:
         # vLLM's offline generate cannot be interrupted; cancel takes effect between rounds.
         params = [self._sampling_params(**sampling_args(r, self.temperature, self.top_p, self.seed))
                   for r in requests]
-        outputs = self.llm.generate([build_prompt(r) for r in requests], params, use_tqdm=False)
-        return [Reply(o.outputs[0].text, "length" if o.outputs[0].finish_reason == "length" else "stop",
-                      token_ids=list(o.outputs[0].token_ids), prompt_tokens=len(o.prompt_token_ids),
-                      completion_tokens=len(o.outputs[0].token_ids)) for o in outputs]
+        return replies(self.llm.generate([build_prompt(r) for r in requests], params, use_tqdm=False))
 
     def forget(self, key: str) -> None:
         pass  # stateless between turns (the server / prefix cache keeps what it keeps)
