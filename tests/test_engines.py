@@ -3,11 +3,9 @@ without vLLM (vLLM runs on GPU machines only)."""
 
 import base64
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_chat_server import FakeChatServer
 from PIL import Image
 
 from ros_vilasr.core import chat
@@ -21,43 +19,21 @@ DRAW = ('<think>box</think>\nAction: Object Mapper\n```json\n'
 ANSWER = "<think>done</think>\nAction: Answer\n<answer>B</answer>"
 
 
-class FakeChatServer(BaseHTTPRequestHandler):
-    """A minimal OpenAI-compatible server: a test double for vLLM/SGLang serving the model (no GPU
-    or model server can run here). It records every request and answers from a script."""
-
-    script: list = []
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        reply = type(self).script.pop(0)
-        if isinstance(reply, int):
-            self.send_response(reply)
-            self.end_headers()
-            self.wfile.write(b"overloaded")
-            return
-        data = json.dumps({"choices": [{"message": {"content": reply[0]}, "finish_reason": reply[1]}],
-                           "usage": {"prompt_tokens": 100, "completion_tokens": 7}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+@pytest.fixture
+def script():
+    """Replies served in order: (text, finish_reason) or an HTTP error status."""
+    return []
 
 
 @pytest.fixture
-def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeChatServer)
-    FakeChatServer.seen = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    thread.join()
+def server(script):
+    def respond(body):
+        reply = script.pop(0)
+        return reply if isinstance(reply, int) else (*reply, 7)
+
+    fake = FakeChatServer(respond)
+    yield fake
+    fake.close()
 
 
 def session():
@@ -65,15 +41,15 @@ def session():
                    problem_type="multiple choice")
 
 
-def test_openai_engine_multi_turn_over_http(server):
-    FakeChatServer.script = [(DRAW, "stop"), (ANSWER, "stop")]
-    engine = create_engine("openai", "vilasr-7b", base_url=server, api_key="k", temperature=0.5, top_p=0.8)
+def test_openai_engine_multi_turn_over_http(server, script):
+    script += [(DRAW, "stop"), (ANSWER, "stop")]
+    engine = create_engine("openai", "vilasr-7b", base_url=server.base_url, api_key="k", temperature=0.5,
+                           top_p=0.8)
     s = session()
     run_sessions([s], engine)
     assert (s.finish_reason, s.answer, s.prompt_tokens, s.completion_tokens) == ("answer", "B", 200, 14)
-    first, second = FakeChatServer.seen
+    first, body = server.requests
     assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer k"
-    body = second["body"]
     assert (body["model"], body["temperature"], body["top_p"]) == ("vilasr-7b", 0.5, 0.8)
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
     assert body["messages"][2]["content"] == DRAW
@@ -84,9 +60,9 @@ def test_openai_engine_multi_turn_over_http(server):
     assert drawn.size == (280, 224) and drawn.getpixel((1, 20)) == (255, 0, 0)  # the box it drew
 
 
-def test_openai_engine_errors_and_length(server):
-    FakeChatServer.script = [503, ("<think>cut", "length")]
-    engine = create_engine("openai", "m", base_url=server)
+def test_openai_engine_errors_and_length(server, script):
+    script += [503, ("<think>cut", "length")]
+    engine = create_engine("openai", "m", base_url=server.base_url)
     a, b = session(), session()
     run_sessions([a], engine)
     run_sessions([b], engine)

@@ -8,9 +8,6 @@ what the node sends (model, sampling, system prompt).
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 import time
 
 import pytest
@@ -20,6 +17,7 @@ pytest.importorskip("ros_vilasr_interfaces")
 pytest.importorskip("torch")
 
 from action_msgs.msg import GoalStatus  # noqa: E402
+from fake_chat_server import FakeChatServer  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from node_harness import Client, NodeProcess, answer_turn, draw_turn, header, image_msg, scene, wait_for  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -151,34 +149,11 @@ def test_deactivate_releases_the_engine_and_activate_serves_again(node):
     assert status == GoalStatus.STATUS_SUCCEEDED and answer.completion_tokens == 8
 
 
-class FakeOpenAI(http.server.ThreadingHTTPServer):
-    """An OpenAI-compatible chat server that draws once, then answers; it keeps every request."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, **body})
-                turns = sum(m["role"] == "assistant" for m in body["messages"])
-                text = (draw_turn("Object Mapper", [{"index": 1, "bbox_2d": [1, 2, 30, 40], "label": "cup"}])
-                        if turns == 0 else answer_turn("A"))
-                reply = {"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
-                         "usage": {"prompt_tokens": 100, "completion_tokens": 20}}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+def draw_once_then_answer(body: dict) -> tuple[str, str, int]:
+    """The fake server's model: draws once, then answers."""
+    if not any(m["role"] == "assistant" for m in body["messages"]):
+        return draw_turn("Object Mapper", [{"index": 1, "bbox_2d": [1, 2, 30, 40], "label": "cup"}]), "stop", 20
+    return answer_turn("A"), "stop", 20
 
 
 def test_engine_swap_to_openai_uses_url_model_sampling_and_system_prompt(node):
@@ -187,12 +162,12 @@ def test_engine_swap_to_openai_uses_url_model_sampling_and_system_prompt(node):
     assert node.transition(Transition.TRANSITION_DEACTIVATE)
     assert node.transition(Transition.TRANSITION_CLEANUP)
     assert node.state() == "unconfigured"
-    server = FakeOpenAI()
+    server = FakeChatServer(draw_once_then_answer)
     prompt = node.tmp / "prompt.txt"
     prompt.write_text("You are a careful robot. The first image is {width} x {height}.")
     try:
         for name, value in [("engine", "openai"), ("model", "served-vilasr"),
-                            ("openai_base_url", f"http://127.0.0.1:{server.server_port}/v1"),
+                            ("openai_base_url", server.base_url),
                             ("system_prompt_file", str(prompt)), ("temperature", 0.3), ("top_p", 0.5),
                             ("greedy", False), ("max_new_tokens", 512)]:
             assert node.set_parameter(name, value) == (True, ""), name
@@ -216,7 +191,7 @@ def test_engine_swap_to_openai_uses_url_model_sampling_and_system_prompt(node):
         assert node.query("Which cup?", cameras=[CAM])[0] == GoalStatus.STATUS_SUCCEEDED
         assert server.requests[-1]["temperature"] == 0.0
     finally:
-        server.shutdown()
+        server.close()
 
 
 @pytest.mark.parametrize("dtype, expected", [("bfloat16", "bfloat16"), ("float32", "float32"), ("auto", "float32")])
