@@ -11,7 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.core": ["data/*"], f"{PACKAGE}.demo": ["data/*", "data/*/*"]},
+    package_data={f"{PACKAGE}.core": ["data/*"], f"{PACKAGE}.demo": ["data/*", "data/*/*"],
+                  PACKAGE: ["models/embedded/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -24,11 +24,21 @@ def _add_tiny_model(subparsers) -> None:
     p.set_defaults(func=_tiny_model)
 
 
+def _profiled(args: argparse.Namespace, key: str, fallback):
+    """A flag's value: given, else the model's run profile (``vilasr_model.json``), else ``fallback``."""
+    from ros_vilasr.core.models import run_profile
+
+    given = getattr(args, key)
+    if given is not None:
+        return given
+    return run_profile(args.model).get(key, fallback) if args.engine in ("transformers", "vllm") else fallback
+
+
 def _engine_options(args: argparse.Namespace) -> dict:
     """Engine keyword options from the shared flags, only those the chosen engine takes."""
     if args.engine == "replay":
         return {}
-    options = {"temperature": args.temperature, "top_p": args.top_p}
+    options = {"temperature": _profiled(args, "temperature", 0.75), "top_p": args.top_p}
     if args.engine == "transformers":
         options |= {"device": args.device, "dtype": args.dtype}
     if args.engine == "openai":
@@ -38,12 +48,18 @@ def _engine_options(args: argparse.Namespace) -> dict:
 
 def add_engine_flags(p) -> None:
     from ros_vilasr.core.engines import ENGINES
+    from ros_vilasr.core.images import MAX_PIXELS_EVAL
 
-    p.add_argument("--model", help="checkpoint dir / hub id; server model name (openai); transcript (replay)")
+    p.add_argument("--model", default="embedded", help="checkpoint dir / hub id / embedded (the shipped model, "
+                   "default); server model name (openai); transcript (replay)")
     p.add_argument("--engine", choices=ENGINES, default="transformers")
     p.add_argument("--device", default="auto", help="transformers engine: cpu, cuda, cuda:1, auto")
     p.add_argument("--dtype", default="auto", help="transformers engine: auto, bfloat16, float32 ...")
-    p.add_argument("--temperature", type=float, default=0.75, help="0 = greedy")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's profile, else 0.75)")
+    p.add_argument("--max-pixels", type=int, help="pixel budget per image (default: the model's profile, "
+                   f"else {MAX_PIXELS_EVAL})")
+    p.add_argument("--max-new-tokens", type=int, help="tokens per model turn (default: the model's profile, "
+                   "else the spec's budget)")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai engine: server URL")
 
@@ -54,12 +70,14 @@ def _ask(args: argparse.Namespace) -> None:
     from ros_vilasr.core import report
     from ros_vilasr.core.driver import run_sessions
     from ros_vilasr.core.engines import create_engine
+    from ros_vilasr.core.images import MAX_PIXELS_EVAL
     from ros_vilasr.core.session import Budget, Session
 
     images = [Image.open(p) for p in args.image]
     kind = args.kind or ("single" if len(images) == 1 else "views")
+    budget = Budget(max_calls=args.max_calls, max_new_tokens=_profiled(args, "max_new_tokens", Budget.max_new_tokens))
     session = Session(images, args.question, options=args.option, problem_type=args.problem_type,
-                      kind=kind, budget=Budget(max_calls=args.max_calls), max_pixels=args.max_pixels)
+                      kind=kind, budget=budget, max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL))
     engine = create_engine(args.engine, args.model, **_engine_options(args))
     try:
         run_sessions([session], engine, on_step=lambda s, step: print(report.format_step(step), flush=True))
@@ -71,8 +89,6 @@ def _ask(args: argparse.Namespace) -> None:
 
 
 def _add_ask(subparsers) -> None:
-    from ros_vilasr.core.images import MAX_PIXELS_EVAL
-
     p = subparsers.add_parser("ask", help="answer a spatial question about images by drawing")
     p.add_argument("question")
     p.add_argument("--image", action="append", required=True, type=Path, help="repeat for several images")
@@ -81,7 +97,6 @@ def _add_ask(subparsers) -> None:
                                                           "free-form"])
     p.add_argument("--kind", choices=["single", "video", "views"], help="default: views for several images")
     p.add_argument("--max-calls", type=int, default=10)
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS_EVAL)
     p.add_argument("--out", type=Path, help="write the drawn images and trace.json here")
     add_engine_flags(p)
     p.set_defaults(func=_ask)
@@ -119,6 +134,7 @@ def _add_replay(subparsers) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from ros_vilasr.core.engines import create_engine
+    from ros_vilasr.core.images import MAX_PIXELS_EVAL
     from ros_vilasr.evaluation.benchmarks import load_benchmark
     from ros_vilasr.evaluation.runner import benchmark_name, run_evaluation
 
@@ -126,7 +142,9 @@ def _eval(args: argparse.Namespace) -> None:
     items = load_benchmark(args.benchmark, args.images, benchmark=name)[:args.limit]
     engine = create_engine(args.engine, args.model, **_engine_options(args))
     try:
-        run_evaluation(items, engine, args.out, name, batch_size=args.batch_size)
+        run_evaluation(items, engine, args.out, name, batch_size=args.batch_size,
+                       max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL),
+                       max_new_tokens=_profiled(args, "max_new_tokens", None))
     except KeyboardInterrupt:
         logging.getLogger("vilasr").warning("interrupted: finished items are saved in %s; run the same "
                                             "command again to resume", args.out)
@@ -173,6 +191,8 @@ def _synth(args: argparse.Namespace) -> None:
         raise SystemExit("--reflective-share must be between 0 and 1")
     if args.task == "maze":
         from ros_vilasr.synth.maze import maze_tasks as tasks
+    elif args.task == "rig":
+        from ros_vilasr.synth.rig_tasks import rig_tasks as tasks
     else:
         from ros_vilasr.synth.scene_tasks import scene_tasks as tasks
     write_dataset(tasks(args.n, args.seed, args.reflective_share), args.out, total=args.n)
@@ -180,12 +200,12 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _add_synth(subparsers) -> None:
     p = subparsers.add_parser("synth", help="synthetic spatial tasks: evaluation items + oracle trajectories")
-    p.add_argument("task", choices=["maze", "scene"])
+    p.add_argument("task", choices=["maze", "scene", "rig"], help="rig: the demo's questions in random rooms")
     p.add_argument("--n", type=int, required=True, help="number of items")
     p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical output")
     p.add_argument("--out", type=Path, required=True, help="an empty or new directory")
     p.add_argument("--reflective-share", type=float, default=0.25,
-                   help="share of trajectories with a wrong drawing that is corrected later")
+                   help="share of trajectories with a wrong drawing that is corrected later (maze, scene)")
     p.set_defaults(func=_synth)
 
 
@@ -202,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    result = args.func(args)
+    from ros_vilasr.core.models import ModelFilesError
+
+    try:
+        result = args.func(args)
+    except ModelFilesError as exc:  # one clear line, not a traceback
+        parser.exit(2, f"vilasr: error: {exc}\n")
     if result is not None:
         print(result)
     return 0

@@ -1,8 +1,9 @@
 """The README's main job, `python -m ros_vilasr.demo.run`, end to end over real ROS processes.
 
-Without weights (always the case on CPU CI), it must say so in one line, replay the bundled trace
-through the real node and action, print every step and the answers with the ground truth, save the
-drawn images, and leave no process behind — also when interrupted.
+By default it runs the shipped embedded model live: the node draws on the recording's frames, the
+demo prints every step and each answer beside the ground truth, saves the drawn images, and leaves
+no process behind — also when interrupted. ``--engine replay`` replays the bundled trace, labelled;
+weights that cannot run end the demo with one line, never a silent replay.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from ros_vilasr.core.models import EMBEDDED_DIR
 from ros_vilasr.demo import layout
-from ros_vilasr.demo.run import choose_engine
+from ros_vilasr.demo.run import CannotRun, choose_engine
 
 REPO = Path(__file__).resolve().parents[1]
 TRANSCRIPT = REPO / "ros_vilasr" / "demo" / "data" / "replay_transcript.jsonl"
@@ -55,31 +57,29 @@ def assert_no_orphans(mark: str) -> None:
     assert not left, f"processes left behind: {left}"
 
 
-def test_engine_choice_falls_back_to_replay_without_weights(tmp_path):
-    missing = choose_engine("transformers", "nobody/no-such-model-anywhere", TRANSCRIPT)
-    assert missing.is_replay and missing.replay_file == str(TRANSCRIPT) and "not on disk" in missing.fallback_reason
-    local = tmp_path / "tiny"
-    local.mkdir()
-    (local / "config.json").write_text("{}")
-    (local / "model.safetensors").write_bytes(b"\0" * 1024)
-    chosen = choose_engine("transformers", str(local), TRANSCRIPT)
-    assert (chosen.engine, chosen.model, chosen.fallback_reason) == ("transformers", str(local), None)
-    assert choose_engine("replay", "ignored", TRANSCRIPT).fallback_reason is None
+def test_engine_choice_never_falls_back_to_replay(tmp_path):
+    with pytest.raises(CannotRun, match="not on disk or in the Hugging Face cache"):
+        choose_engine("transformers", "nobody/no-such-model-anywhere", TRANSCRIPT)
+    with pytest.raises(CannotRun, match="no model directory"):
+        choose_engine("transformers", str(tmp_path / "nothing-here"), TRANSCRIPT)
+    embedded = choose_engine("transformers", "embedded", TRANSCRIPT)
+    assert (embedded.engine, embedded.model, embedded.offline) == ("transformers", "embedded", False)
+    replay = choose_engine("replay", "ignored", TRANSCRIPT)
+    assert replay.is_replay and replay.replay_file == str(TRANSCRIPT)
     assert choose_engine("openai", "served-name", TRANSCRIPT).engine == "openai"
 
 
 @needs_node
-def test_main_job_runs_to_completion_with_the_replay_fallback(tmp_path):
+def test_main_job_replays_the_recorded_trace_when_asked(tmp_path):
     pytest.importorskip("rclpy")
     pytest.importorskip("ros_vilasr_interfaces")
     mark = uuid.uuid4().hex
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "ros_vilasr.demo.run", "--out", str(out)], env=demo_env(mark),
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "ros_vilasr.demo.run", "--engine", "replay", "--out", str(out)],
+                          env=demo_env(mark), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("No model weights available") and "REPLAY" in lines[0]
-    assert sum("weights" in line for line in lines) == 1
+    assert "REPLAY" in lines[0]
     records = [json.loads(line) for line in TRANSCRIPT.read_text().splitlines()]
     steps = sum(m["role"] == "assistant" for r in records for m in r["conversations"])
     assert sum(line.lstrip().startswith("[replay] step ") for line in lines) == steps
@@ -92,6 +92,32 @@ def test_main_job_runs_to_completion_with_the_replay_fallback(tmp_path):
     assert answers["replay"] and all(r["correct"] for r in answers["results"])
     images = sorted(out.glob("q*_image*.png"))
     assert len(images) == sum(len(r["images"]) for r in answers["results"]) >= 6
+    assert_no_orphans(mark)
+
+
+@needs_node
+def test_main_job_runs_the_embedded_model_live_by_default(tmp_path):
+    pytest.importorskip("rclpy")
+    pytest.importorskip("ros_vilasr_interfaces")
+    mark = uuid.uuid4().hex
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "ros_vilasr.demo.run", "--out", str(out)], env=demo_env(mark),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[replay]" not in done.stdout and "REPLAY" not in done.stdout
+    assert "transformers engine, model embedded" in done.stdout.splitlines()[0]
+    for q in layout.demo_questions():
+        assert q.question in done.stdout
+        assert f"ground truth: {q.answer} " in done.stdout
+    answers = json.loads((out / "answers.json").read_text())
+    assert not answers["replay"] and answers["model"] == "embedded"
+    assert [r["status"] for r in answers["results"]] == ["succeeded"] * 3
+    assert f"{sum(r['correct'] for r in answers['results'])}/3 correct, 3/3 answered" in done.stdout
+    # the model drew on the live frames: its drawn images came back through ~/query feedback
+    drawn = [p for r in answers["results"] for p in r["images"]]
+    assert drawn and all(Path(p).is_file() for p in drawn)
+    assert all(r["finish_reason"] == "answer" for r in answers["results"])
+    assert (EMBEDDED_DIR / "model.safetensors").is_file()
     assert_no_orphans(mark)
 
 

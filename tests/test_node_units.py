@@ -37,7 +37,7 @@ def test_parameter_table_agrees_with_the_core_and_is_self_consistent():
     assert params.BY_NAME["max_pixels"].default == 351232
     assert (params.BY_NAME["max_calls"].default, params.BY_NAME["max_images"].default) == (10, 45)
     assert (params.BY_NAME["temperature"].default, params.BY_NAME["top_p"].default) == (0.75, 0.9)
-    assert params.BY_NAME["model"].default == "AntResearchNLP/ViLaSR"
+    assert params.BY_NAME["model"].default == "embedded"
     for p in params.PARAMETERS:
         assert len(p.description) > 20, p.name
         if p.range is not None:
@@ -323,16 +323,15 @@ BASE = {p.name: p.default for p in params.PARAMETERS}
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({}, ("transformers", "AntResearchNLP/ViLaSR",
+    ({}, ("transformers", "embedded",
           {"device": "auto", "dtype": "auto", "temperature": 0.75, "top_p": 0.9})),
     ({"device": "cpu", "dtype": "bfloat16", "temperature": 0.2, "top_p": 0.5},
-     ("transformers", "AntResearchNLP/ViLaSR", {"device": "cpu", "dtype": "bfloat16", "temperature": 0.2,
-                                                "top_p": 0.5})),
-    ({"greedy": True}, ("transformers", "AntResearchNLP/ViLaSR",
+     ("transformers", "embedded", {"device": "cpu", "dtype": "bfloat16", "temperature": 0.2, "top_p": 0.5})),
+    ({"greedy": True}, ("transformers", "embedded",
                         {"device": "auto", "dtype": "auto", "temperature": 0.0, "top_p": 0.9})),
     ({"engine": "vllm", "dtype": "float16", "max_images": 20, "max_pixels": 200704},
-     ("vllm", "AntResearchNLP/ViLaSR", {"temperature": 0.75, "top_p": 0.9, "max_images": 20,
-                                        "max_pixels": 200704, "dtype": "float16"})),
+     ("vllm", "embedded", {"temperature": 0.75, "top_p": 0.9, "max_images": 20, "max_pixels": 200704,
+                           "dtype": "float16"})),
     ({"engine": "openai", "model": "served", "openai_base_url": "http://gpu:9000/v1"},
      ("openai", "served", {"base_url": "http://gpu:9000/v1", "temperature": 0.75, "top_p": 0.9})),
     ({"engine": "replay", "replay_file": "/tmp/t.json"}, ("replay", "/tmp/t.json", {})),
@@ -341,11 +340,21 @@ def test_engine_arguments_follow_the_parameters(changes, expected):
     assert engine_arguments(BASE | changes) == expected
 
 
+def test_the_model_profile_fills_only_what_the_user_left_unset(tmp_path):
+    (tmp_path / "vilasr_model.json").write_text('{"max_pixels": 200704, "max_new_tokens": 320, "temperature": 0.0}')
+    values = BASE | {"model": str(tmp_path)}
+    assert params.with_profile(values, set()) == values | {"max_pixels": 200704, "max_new_tokens": 320, "greedy": True}
+    assert params.with_profile(values, {"max_pixels", "greedy"}) == values | {"max_new_tokens": 320}
+    assert params.with_profile(values | {"engine": "openai"}, set()) == values | {"engine": "openai"}
+    missing = BASE | {"model": str(tmp_path / "none")}
+    assert params.with_profile(missing, set()) == missing
+
+
 def test_replay_needs_a_file_and_names_itself():
     with pytest.raises(ValueError, match="replay_file"):
         engine_arguments(BASE | {"engine": "replay"})
     assert model_id(BASE | {"engine": "replay", "replay_file": "t.json"}) == "replay:t.json"
-    assert model_id(BASE) == "AntResearchNLP/ViLaSR"
+    assert model_id(BASE) == "embedded"
 
 
 def test_node_pieces_do_not_import_ros():

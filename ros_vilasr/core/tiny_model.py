@@ -112,8 +112,9 @@ def _corpus(n_lines: int = 600) -> list[str]:
     return lines
 
 
-def build_tokenizer():
-    """Train the byte-level BPE and wrap it as a `Qwen2Tokenizer` with the Qwen added tokens."""
+def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = BPE_VOCAB_SIZE):
+    """Train the byte-level BPE (on ``corpus``, default: generated protocol text) and wrap it as a
+    `Qwen2Tokenizer` with the Qwen added tokens."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
@@ -128,9 +129,9 @@ def build_tokenizer():
     )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    bpe.train_from_iterator(_corpus(), trainer)
+    bpe.train_from_iterator(corpus or _corpus(), trainer)
     model = json.loads(bpe.to_str())["model"]
     vocab, merges = model["vocab"], [tuple(m) for m in model["merges"]]
     added = {
@@ -152,8 +153,19 @@ def build_tokenizer():
     )
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a random tiny Qwen2.5-VL checkpoint (model, tokenizer, processor) to `out_dir`."""
+TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, mrope_section=[2, 3, 3])
+VISION_CONFIG = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[1])
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0, text: dict | None = None, vision: dict | None = None,
+                     corpus: list[str] | None = None, vocab_size: int = BPE_VOCAB_SIZE,
+                     max_pixels: int = MAX_PIXELS) -> Path:
+    """Write a random small Qwen2.5-VL checkpoint (model, tokenizer, processor) to `out_dir`.
+
+    Defaults: the ~0.2 M-parameter test model. ``text`` / ``vision`` override ``TEXT_CONFIG`` /
+    ``VISION_CONFIG`` keys (``mrope_section`` must sum to half the text head size), ``corpus`` and
+    ``vocab_size`` the tokenizer's training text and BPE size, ``max_pixels`` the processor's cap."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -161,37 +173,31 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     from ros_vilasr.core.processor import Qwen2_5_VLImageOnlyProcessor
 
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer()
+    text, vision = TEXT_CONFIG | (text or {}), VISION_CONFIG | (vision or {})
+    mrope_section = text.pop("mrope_section")
+    tokenizer = build_tokenizer(corpus, vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_ADDED_TOKENS}
     eot, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
-    vocab_size = -(-len(tokenizer) // 64) * 64  # padded like Qwen's (151665 -> 152064)
-    logger.info("tokenizer: %d tokens (embedding rows %d)", len(tokenizer), vocab_size)
+    rows = -(-len(tokenizer) // 64) * 64  # padded like Qwen's (151665 -> 152064)
+    logger.info("tokenizer: %d tokens (embedding rows %d)", len(tokenizer), rows)
 
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            vocab_size=rows,
+            **text,
             max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
             bos_token_id=eot,
             eos_token_id=im_end,
             pad_token_id=eot,
         ),
         vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
+            **vision,
+            out_hidden_size=text["hidden_size"],
             patch_size=14,
             spatial_merge_size=2,
             temporal_patch_size=2,
             window_size=112,
-            fullatt_block_indexes=[1],
             tokens_per_second=2,
         ),
         image_token_id=ids["<|image_pad|>"],
@@ -209,7 +215,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     logger.info("model: %d parameters", sum(p.numel() for p in model.parameters()))
 
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+        min_pixels=MIN_PIXELS, max_pixels=max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2
     )
     processor = Qwen2_5_VLImageOnlyProcessor(
         image_processor=image_processor,

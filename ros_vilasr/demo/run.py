@@ -4,10 +4,11 @@ Plays the bundled two-camera recording (looping) into ``vilasr_node``, asks the 
 through the ``~/query`` action, prints every reasoning step as it arrives and each answer next to
 the ground truth, saves the drawn images, and shuts everything down (also on Ctrl-C).
 
-It runs the model the user names (default: the published ViLaSR weights with the transformers
-engine on a GPU). When those weights cannot be had here — not on disk, not in the Hugging Face
-cache (nothing is downloaded), or no GPU for a 7B model — it says so in one line and runs the
-``replay`` engine on the bundled recorded trace instead, labelled as a replay throughout.
+It runs the model the user names — by default ``embedded``, the small draw-to-reason model shipped
+in the package, live on the CPU. Weights that cannot be loaded here (missing or corrupt files, a
+hub id not in the Hugging Face cache — nothing is downloaded — or a 7B model without a GPU) end the
+demo with one line saying why. ``--engine replay`` plays back the bundled recorded trace instead,
+labelled as a replay throughout; nothing falls back to it silently.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ros_vilasr.core.models import EMBEDDED, ModelFilesError, resolve_model
 from ros_vilasr.isolation import isolate
 
 from . import layout
@@ -34,7 +36,6 @@ from .record import BAG_NAME, SCENE_FILE, TRANSCRIPT_FILE
 log = logging.getLogger("ros_vilasr.demo")
 
 DATA = Path(__file__).resolve().parent / "data"
-DEFAULT_MODEL = "AntResearchNLP/ViLaSR"  # = ros_vilasr.node.params.DEFAULT_MODEL
 BIG_MODEL_BYTES = 2 * 2**30  # weights this large need a GPU to answer in reasonable time
 ENGINES = ("transformers", "vllm", "openai", "replay")
 
@@ -46,12 +47,15 @@ class EngineChoice:
     engine: str
     model: str
     replay_file: str = ""
-    fallback_reason: str | None = None  # why we replay instead of what the user asked for
     offline: bool = False  # weights come from the Hugging Face cache: never touch the network
 
     @property
     def is_replay(self) -> bool:
         return self.engine == "replay"
+
+
+class CannotRun(Exception):
+    """The model the user asked for cannot run here; the message says why and what to do."""
 
 
 def find_weights(model: str) -> Path | None:
@@ -85,21 +89,25 @@ def gpu_available() -> bool:
 
 
 def choose_engine(engine: str, model: str, transcript: Path) -> EngineChoice:
-    replay = EngineChoice("replay", "", str(transcript))
+    """What the node will run, or ``CannotRun`` with the reason."""
     if engine == "replay":
-        return replay
+        return EngineChoice("replay", "", str(transcript))
     if engine == "openai":
         return EngineChoice(engine, model)  # a server the user runs: the node reports if it fails
-    weights = find_weights(model)
+    try:
+        resolved = resolve_model(model)
+    except ModelFilesError as exc:
+        raise CannotRun(str(exc)) from None
+    weights = find_weights(resolved)
     if weights is None:
-        replay.fallback_reason = f"{model!r} is not on disk or in the Hugging Face cache (no downloads here)"
-        return replay
+        raise CannotRun(f"{model!r} is not on disk or in the Hugging Face cache (nothing is downloaded here); "
+                        f"run the shipped model with --model {EMBEDDED}, or --engine replay")
     needs_gpu = engine == "vllm" or weights_bytes(weights) > BIG_MODEL_BYTES
     if needs_gpu and not gpu_available():
-        replay.fallback_reason = f"no GPU for {model!r} with the {engine} engine"
-        return replay
-    local = Path(model).expanduser().is_dir()
-    return EngineChoice(engine, str(weights) if local else model, offline=not local)
+        raise CannotRun(f"no GPU for {model!r} with the {engine} engine; run the shipped model with "
+                        f"--model {EMBEDDED}, or --engine replay")
+    local = Path(resolved).is_dir()
+    return EngineChoice(engine, model if model == EMBEDDED or not local else resolved, offline=not local)
 
 
 # -- printing -------------------------------------------------------------------------------------------
@@ -155,7 +163,8 @@ def is_correct(answer: str, truth: str, problem_type: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ros_vilasr.demo.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local path (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=EMBEDDED,
+                   help=f"{EMBEDDED} (the shipped model, default), a local checkpoint or a cached hub id")
     p.add_argument("--engine", default="transformers", choices=ENGINES, help="inference back end")
     p.add_argument("--out", type=Path, default=Path("demo_output"),
                    help="where drawn images, answers and logs go (default ./demo_output)")
@@ -176,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    choice = choose_engine(args.engine, args.model, args.transcript)
-    if choice.fallback_reason:
-        say(f"No model weights available ({choice.fallback_reason}): running a REPLAY of the recorded "
-            f"reasoning trace instead.")
+    try:
+        choice = choose_engine(args.engine, args.model, args.transcript)
+    except CannotRun as exc:
+        say(f"error: {exc}")
+        return 2
     if choice.offline:
         env["HF_HUB_OFFLINE"] = "1"
     scene = json.loads((DATA / SCENE_FILE).read_text())
@@ -285,7 +295,7 @@ def _summary(results: list[dict], choice: EngineChoice, out: Path) -> int:
     answered = sum(r["status"] == "succeeded" for r in results)
     (out / "answers.json").write_text(json.dumps(
         {"engine": choice.engine, "model": choice.model or None, "replay": choice.is_replay,
-         "replay_reason": choice.fallback_reason, "results": results}, indent=1) + "\n")
+         "results": results}, indent=1) + "\n")
     say()
     say(f"{'[replay] ' if choice.is_replay else ''}{correct}/{len(results)} correct, {answered}/{len(results)} "
         f"answered · drawn images and answers.json in {out}")

@@ -10,6 +10,7 @@ and plots, always computed from the whole results file (earlier runs included).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,10 +43,15 @@ def item_images(item: EvalItem) -> list[Image.Image]:
     return images
 
 
-def build_session(item: EvalItem, images: list[Image.Image]) -> Session:
+def build_session(item: EvalItem, images: list[Image.Image], max_pixels: int = MAX_PIXELS_EVAL,
+                  max_new_tokens: int | None = None) -> Session:
+    """``max_new_tokens``: a cap per model turn (default: the spec's evaluation budget)."""
     task = f"{item.benchmark} {item.sub_task or ''}"  # "maze" in either gives the maze budget
+    budget = Budget.evaluation(task)
+    if max_new_tokens:
+        budget = dataclasses.replace(budget, max_new_tokens=max_new_tokens)
     return Session(images, item.question, options=item.options or (), problem_type=item.problem_type,
-                   kind=item.kind, budget=Budget.evaluation(task), max_pixels=MAX_PIXELS_EVAL, key=item.id)
+                   kind=item.kind, budget=budget, max_pixels=max_pixels, key=item.id)
 
 
 def result_row(item: EvalItem, session: Session) -> dict:
@@ -154,9 +160,11 @@ def summarize(benchmark: str, rows: list[dict], total: int | None = None) -> dic
 
 
 def run_evaluation(items: Sequence[EvalItem], engine: Engine, out_dir: str | Path, benchmark: str, *,
-                   batch_size: int = 10, progress: bool = True, plots: bool = True) -> dict:
+                   batch_size: int = 10, progress: bool = True, plots: bool = True,
+                   max_pixels: int = MAX_PIXELS_EVAL, max_new_tokens: int | None = None) -> dict:
     """Evaluate ``items`` (skipping those already in ``OUT/results.jsonl``); returns the summary
-    of the whole results file and writes it to ``OUT/summary.json`` (plus plots)."""
+    of the whole results file and writes it to ``OUT/summary.json`` (plus plots). ``max_pixels``
+    and ``max_new_tokens`` (per turn) as in ``build_session``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = ResultsLog(out / RESULTS_FILE)
@@ -184,7 +192,7 @@ def run_evaluation(items: Sequence[EvalItem], engine: Engine, out_dir: str | Pat
                     unreadable.append(item.id)
                     bar.update(1)
                     continue
-                sessions.append(build_session(item, images))
+                sessions.append(build_session(item, images, max_pixels, max_new_tokens))
                 pending[item.id] = item
             run_sessions(sessions, engine, on_step=record)
             for session in sessions:  # ended without a step (engine errors)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ros_vilasr.core.engines import ENGINES
 from ros_vilasr.core.images import MAX_PIXELS_EVAL, MIN_PIXELS, NO_RESIZE_MAX_PIXELS
+from ros_vilasr.core.models import EMBEDDED, run_profile
 
-# The published ViLaSR-7B weights (full fine-tune of Qwen2.5-VL-7B-Instruct) on the Hugging Face hub.
-DEFAULT_MODEL = "AntResearchNLP/ViLaSR"
+# The small model shipped in the package; the published ViLaSR-7B weights are "AntResearchNLP/ViLaSR".
+DEFAULT_MODEL = EMBEDDED
 RELIABILITIES = ("best_effort", "reliable")
 MAX_PENDING_LIMIT = 16  # a queue longer than this is a client bug, not a workload
 MAX_PIXELS_LIMIT = NO_RESIZE_MAX_PIXELS  # the largest image the engines take without resizing
@@ -69,8 +70,10 @@ PARAMETERS: tuple[Param, ...] = (
           "Inference back end. Read-only after configure (clean up the node to change it).",
           choices=ENGINES, applies="configure"),
     Param("model", DEFAULT_MODEL,
-          "Hub id or local path of the weights (transformers, vllm) or the served model name "
-          "(openai). Read-only after configure. Unused by the replay engine.",
+          "Hub id or local path of the weights (transformers, vllm), 'embedded' (the small model "
+          "shipped in the package; its profile sets max_pixels, max_new_tokens and greedy unless "
+          "they are given), or the served model name (openai). Read-only after configure. Unused "
+          "by the replay engine.",
           applies="configure"),
     Param("replay_file", "",
           "replay engine: transcript file (JSON / JSON lines with 'conversations', as "
@@ -115,6 +118,18 @@ PARAMETERS: tuple[Param, ...] = (
 BY_NAME = {p.name: p for p in PARAMETERS}
 NAMES = tuple(BY_NAME)
 READ_ONLY_AFTER_CONFIGURE = ("engine", "model")
+
+
+def with_profile(values: dict, explicit: set[str]) -> dict:
+    """``values`` with the model's run profile (``core.models.run_profile``) applied to the budget
+    and decoding parameters the user did not set."""
+    if values["engine"] not in ("transformers", "vllm"):
+        return values
+    profile = run_profile(values["model"])
+    chosen = {k: profile[k] for k in ("max_pixels", "max_new_tokens") if k in profile}
+    if "temperature" in profile:
+        chosen["greedy"] = profile["temperature"] == 0
+    return values | {k: v for k, v in chosen.items() if k not in explicit}
 
 
 def launch_default(param: Param) -> str:

@@ -117,6 +117,8 @@ class VilasrNode(LifecycleNode):
         core_logger.setLevel(logging.INFO)
         core_logger.propagate = False  # the ROS logger prints it; no second copy on stderr
         params.declare_all(self)
+        # parameters the user chose (launch / -p / set_parameters): the model's profile never overrides them
+        self._explicit = set(getattr(self, "_parameter_overrides", {}))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._parameters_changed)
         self._serving_group = ReentrantCallbackGroup()  # action server, ~/ask, diagnostics
@@ -150,7 +152,7 @@ class VilasrNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _values(self) -> dict:
-        return {name: self._p(name) for name in params.NAMES}
+        return params.with_profile({name: self._p(name) for name in params.NAMES}, self._explicit)
 
     def _keyframe_settings(self) -> KeyFrameSettings:
         return KeyFrameSettings(
@@ -172,6 +174,7 @@ class VilasrNode(LifecycleNode):
 
     def _parameters_changed(self, changes) -> None:
         names = {c.name for c in changes}
+        self._explicit |= names
         if names & set(KEYFRAME_PARAMS):
             self._buffer.apply(self._keyframe_settings())
         if "max_pending" in names and self._worker is not None:
@@ -218,6 +221,8 @@ class VilasrNode(LifecycleNode):
         start = time.monotonic()
         try:
             self._engine = create_engine(name, model, **options)
+            if hasattr(self._engine, "warm_up"):
+                self._engine.warm_up()
         except Exception as exc:
             self._engine_state = f"failed: {type(exc).__name__}: {exc}"
             raise

@@ -276,10 +276,11 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
     return dialogue
 
 
-def maze_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTask:
-    """Item ``index`` of the maze set with this seed (independent of how many are generated)."""
+def maze_task(seed: int, index: int, reflective_share: float = 0.0, sizes: tuple[int, ...] = SIZES) -> SynthTask:
+    """Item ``index`` of the maze set with this seed (independent of how many are generated);
+    ``sizes``: the grid sizes drawn from."""
     rng = np.random.default_rng([seed, index, 1])
-    size = int(rng.choice(SIZES))
+    size = int(rng.choice(sizes))
     maze = generate_maze(rng, size)
     route_runs = runs(maze.route())
     sub_task = SUB_TASKS[index % len(SUB_TASKS)]
@@ -299,6 +300,7 @@ def maze_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTask
         ground_truth={"start": list(maze.start), "goal": list(maze.goal), "route": [list(r) for r in route_runs]})
 
 
-def maze_tasks(n: int, seed: int, reflective_share: float = 0.0) -> Iterator[SynthTask]:
+def maze_tasks(n: int, seed: int, reflective_share: float = 0.0, sizes: tuple[int, ...] = SIZES
+               ) -> Iterator[SynthTask]:
     for index in range(n):
-        yield maze_task(seed, index, reflective_share)
+        yield maze_task(seed, index, reflective_share, sizes)

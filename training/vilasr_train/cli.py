@@ -1,4 +1,5 @@
-"""``vilasr-train <stage> --config FILE [flags] [--set key=value ...]``.
+"""``vilasr-train <stage> --config FILE [flags] [--set key=value ...]``, and
+``vilasr-train recipe NAME --out DIR`` (a whole model from nothing: data, stages, evaluation).
 
 A stage is a module defining ``Config`` (a ``config.StageConfig``) and ``train(config)``; add one
 by listing it in STAGES. A stage's module (TRL, torch...) is imported only when that stage runs.
@@ -47,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="assignments", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="override any config key (repeatable)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p = subparsers.add_parser("recipe", help="a model from nothing: synthetic data, the three stages, evaluation "
+                                             "after each (resumable: run the same command again)")
+    p.add_argument("recipe", metavar="NAME", help="recipe YAML file or shipped recipe (recipe_embedded)")
+    p.add_argument("--out", required=True, help="output directory (the final model goes to OUT/model)")
+    p.add_argument("--until", metavar="STEP", help="stop after this step (data, init, stage1, eval_stage1, ...)")
+    p.add_argument("--ship", action="store_true",
+                   help="then install OUT/model as the package's embedded model (ros_vilasr/models/embedded)")
+    p.add_argument("--set", dest="assignments", action="append", default=[], type=parse_assignment,
+                   metavar="KEY=VALUE", help="override a recipe key, dotted (e.g. stages.stage1.config=FILE)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -54,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.stage == "recipe":
+        from .recipe import run, ship
+
+        run(args.recipe, args.out, dict(args.assignments), until=args.until)
+        if args.ship:
+            ship(args.out)
+        return 0
     overrides = dict(args.assignments)
     overrides |= {key: value for _, key, _ in FLAGS if (value := getattr(args, key)) is not None}
     stage = importlib.import_module(args.module)

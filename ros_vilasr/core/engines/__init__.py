@@ -11,7 +11,8 @@ ENGINES = ("transformers", "vllm", "openai", "replay")
 
 
 class Engine(Protocol):
-    """Generates one assistant turn for each request (a batch), in order."""
+    """Generates one assistant turn for each request (a batch), in order. In-process engines may
+    also offer ``warm_up()`` (one throwaway generation, called when a node activates)."""
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
         ...
@@ -24,8 +25,12 @@ class Engine(Protocol):
 
 
 def create_engine(name: str, model: str | None = None, **options) -> Engine:
-    """Build an engine by name. ``model``: checkpoint path / hub id, server model name, or (for
-    replay) a transcript file."""
+    """Build an engine by name. ``model``: checkpoint path / hub id / ``embedded`` (checked by
+    ``models.resolve_model`` before loading), server model name, or (for replay) a transcript file."""
+    if name in ("transformers", "vllm") and isinstance(model, str):
+        from ..models import resolve_model
+
+        model = resolve_model(model)
     if name == "transformers":
         from .hf import TransformersEngine
         return TransformersEngine(model, **options)

@@ -124,6 +124,18 @@ class TransformersEngine:
                                  prompt_tokens=prompt_len, completion_tokens=len(ids)))
         return replies
 
+    def warm_up(self) -> None:
+        """One short generation on a blank image, so that a node's first question costs what its
+        tenth does (lazy imports, the resize path, first-call kernel setup happen here)."""
+        from PIL import Image
+
+        from ..driver import run_sessions
+        from ..session import Budget, Session
+
+        session = Session([Image.new("RGB", (56, 56))], "warm-up", budget=Budget(max_calls=1, max_new_tokens=2),
+                          key="warm-up")
+        run_sessions([session], self)
+
     def forget(self, key: str) -> None:
         self._encodings.pop(key, None)
 

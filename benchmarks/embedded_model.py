@@ -1,0 +1,74 @@
+"""The embedded model's training record: held-out accuracy per stage beside chance, drawing turns
+that execute, turns per dialogue, pass@1 vs pass@k, and the wall time of every recipe step —
+from a finished ``vilasr-train recipe recipe_embedded --out RUN`` on this machine.
+
+    python benchmarks/embedded_model.py --run runs/embedded
+
+Writes ``results/embedded_model.{md,json,png}`` with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.machine import describe, markdown  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = "maze ≥ 90%; scene mean ≥ chance + 30 points; stage 3 ≥ stage 1 on both; ≥ 95% of drawing turns executable"
+
+
+def targets(report: dict) -> dict:
+    first, last = report["stages"]["stage1"], report["stages"]["stage3"]
+    return {
+        "maze_ge_90": last["maze_mean"] >= 0.9,
+        "scene_ge_chance_plus_30": last["scene_mean"] >= last["scene_chance_mean"] + 0.3,
+        "stage3_ge_stage1": last["maze_mean"] >= first["maze_mean"] and last["scene_mean"] >= first["scene_mean"],
+        "executable_ge_95": last["executable_drawing_turns"] >= 0.95,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="the recipe's output directory")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    report = json.loads((args.run / "report.json").read_text())
+    stage2 = json.loads((args.run / "stage2" / "report.json").read_text())
+    result = {"machine": describe(), "recipe": (args.run / "recipe.yaml").read_text(), **report,
+              "stage2_sampling": {k: stage2[k] for k in ("questions_sampled", "written") if k in stage2}
+              | {"by_data_type": stage2.get("by_data_type", {})},
+              "targets": targets(report)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "embedded_model.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    shutil.copyfile(args.run / "report.png", args.out / "embedded_model.png")
+    text = render(result, (args.run / "report.md").read_text())
+    (args.out / "embedded_model.md").write_text(text)
+    print(text)
+    return result
+
+
+def render(r: dict, table: str) -> str:
+    wall = r.get("wall_s", {})
+    steps = " · ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items())
+    met = ", ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in r["targets"].items())
+    s2 = r["stage2_sampling"]
+    return "\n".join([
+        "# Embedded model: held-out accuracy per training stage", "", markdown(r["machine"]), "",
+        f"Recipe `recipe_embedded` ({sum(wall.values()) / 60:.0f} min in all on this machine: {steps}).",
+        "Held-out items come from other seeds than training (unseen rooms, rig poses and mazes); greedy decoding, "
+        "scored by the project's scorer (multiple choice: exact; numerical: exact; regression: mean relative "
+        "accuracy). Chance: uniform guessing over the options, or for open questions the best constant answer "
+        "(the most frequent training answer). pass@1 / pass@k: k sampled dialogues (T = 1) per item.", "",
+        table, "![accuracy per stage](embedded_model.png)", "",
+        f"Stage 2 kept {s2.get('written', 0)} reflective, correct, well-formed trajectories from "
+        f"{s2.get('questions_sampled', 0)} sampled questions.", "",
+        f"Targets ({TARGETS}): {met}.", ""])
+
+
+if __name__ == "__main__":
+    main()

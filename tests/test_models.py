@@ -1,0 +1,73 @@
+"""Model names and checkpoint checks: ``embedded`` resolves to the shipped weights, and a model
+that cannot load gives one clear error naming the file (and, for the shipped model, the command
+that rebuilds it) before anything tries to load it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ros_vilasr.core import models
+from ros_vilasr.core.models import EMBEDDED_DIR, ModelFilesError, check_model_dir, resolve_model, run_profile
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A copy of the shipped model's files (a real, loadable checkpoint)."""
+    target = tmp_path / "ckpt"
+    shutil.copytree(EMBEDDED_DIR, target)
+    return target
+
+
+def test_embedded_resolves_to_the_shipped_directory_and_its_profile():
+    assert resolve_model("embedded") == str(EMBEDDED_DIR)
+    profile = run_profile("embedded")
+    assert profile["max_pixels"] == 200704 and profile["temperature"] == 0.0 and profile["max_new_tokens"] > 0
+    assert run_profile("org/some-hub-model") == {}
+
+
+def test_hub_ids_pass_and_missing_paths_are_named():
+    assert resolve_model("AntResearchNLP/ViLaSR") == "AntResearchNLP/ViLaSR"
+    for name in ("./runs/nothing", "/no/such/dir", "runs/a/b"):
+        with pytest.raises(ModelFilesError, match="no model directory"):
+            resolve_model(name)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
+    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+     "model.safetensors is corrupt"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"not a safetensors file at all"), "model.safetensors is corrupt"),
+    (lambda d: (d / "config.json").write_text("{broken"), "config.json is not a readable JSON config"),
+    (lambda d: (d / "config.json").write_text(json.dumps({"model_type": "llama"})), "holds a 'llama' model"),
+])
+def test_damaged_checkpoints_are_refused_with_the_file_named(checkpoint, damage, message):
+    check_model_dir(checkpoint)  # intact: passes
+    damage(checkpoint)
+    with pytest.raises(ModelFilesError, match=message):
+        resolve_model(str(checkpoint))
+
+
+def test_damaged_shipped_weights_name_the_rebuild_command(checkpoint, monkeypatch):
+    (checkpoint / "model.safetensors").write_bytes(b"\0" * 100)
+    monkeypatch.setattr(models, "EMBEDDED_DIR", checkpoint)
+    with pytest.raises(ModelFilesError, match="vilasr-train recipe recipe_embedded") as err:
+        resolve_model("embedded")
+    assert str(checkpoint / "model.safetensors") in str(err.value)
+
+
+def test_cli_answers_a_bad_model_with_one_line(tmp_path):
+    image = tmp_path / "frame.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image)
+    done = subprocess.run([sys.executable, "-m", "ros_vilasr.cli", "ask", "Where?", "--image", str(image),
+                           "--model", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"vilasr: error: no model directory '{tmp_path / 'missing'}' "
+                                                "(and not a hub id of the form org/name)"]

@@ -1,0 +1,94 @@
+"""``vilasr-train recipe``: the embedded model's recipe at a scale the suite can afford.
+
+The shipped recipe with tiny sizes, on the easiest family (object size in rendered rooms: the
+model can learn each catalogue object's typical size, then draw and answer in the protocol), runs
+through data, a tokenizer and model from scratch, stage 1 and its held-out evaluation: stage 1
+must beat the best constant answer (the chance baseline of an open question). A second run of the
+same command does nothing (every step is done), and the report machinery reads what the steps wrote.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vilasr_train.config import resolve_config_path
+from vilasr_train.recipe import chance, pass_at_k, run, summarize_rows
+
+EASY = ["object_size_estimation"]
+
+
+def small_recipe(path):
+    recipe = yaml.safe_load(resolve_config_path("recipe_embedded").read_text())
+    recipe["data"] = {
+        "train": {"scene": {"n": 40, "seed": 7, "sub_tasks": EASY}},
+        "heldout": {"scene": {"n": 12, "seed": 8, "sub_tasks": EASY}},
+        "rl": {"scene": {"n": 2, "seed": 9, "sub_tasks": EASY}},
+    }
+    recipe["model"].update(vocab_size=700, text={"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2,
+                                                 "num_attention_heads": 3, "num_key_value_heads": 1,
+                                                 "mrope_section": [4, 6, 6]},
+                           vision={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 1,
+                                   "fullatt_block_indexes": [0]})
+    recipe["stages"]["stage1"]["set"] = {"max_steps": 240, "learning_rate": 3.0e-3, "warmup_steps": 10,
+                                         "gradient_accumulation_steps": 1, "save_steps": 120, "logging_steps": 20}
+    recipe["eval"].update(batch_size=12)
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe")
+    config = small_recipe(tmp / "recipe.yaml")
+    run(str(config), tmp / "out", until="eval_stage1")
+    return config, tmp / "out"
+
+
+def test_stage1_beats_chance_on_held_out_items(stage1_run):
+    _, out = stage1_run
+    data = out / "data"
+    summary = json.loads((out / "eval_stage1" / "stage_summary.json").read_text())
+    baseline = chance(data)["object_size_estimation"]
+    assert summary["n"] == {"object_size_estimation": 12}
+    assert summary["executable_drawing_turns"] >= 0.9, summary
+    assert summary["accuracy"]["object_size_estimation"] > baseline + 0.05, (summary, baseline)
+    # held-out rooms are not training rooms
+    train = {json.dumps(i["ground_truth"]["scene"]) for i in json.loads((data / "train/scene/eval.json").read_text())}
+    held = {json.dumps(i["ground_truth"]["scene"]) for i in json.loads((data / "heldout/scene/eval.json").read_text())}
+    assert not train & held
+    # the model directory of every step is complete and carries the run profile
+    profile = json.loads((out / "init" / "vilasr_model.json").read_text())
+    assert profile == {"max_pixels": 200704, "max_new_tokens": 384, "temperature": 0.0}
+
+
+def test_a_finished_step_is_not_run_again(stage1_run):
+    config, out = stage1_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    run(str(config), out, until="eval_stage1")
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    changed = {p for p in after if before.get(p) != after[p]} - {out / "recipe.yaml"}
+    assert changed == set()
+    with pytest.raises(ValueError, match="unknown step 'stage9'"):
+        run(str(config), out, until="stage9")
+
+
+def test_summaries_count_what_the_dialogues_did():
+    def row(task, score, finish, turns):
+        conversations = [{"role": "assistant", "content": t} for t in turns]
+        return {"original_question_type": task, "score": score, "finish_reason": finish, "calls": len(turns),
+                "conversations": conversations, "id": f"{task}#{len(turns)}"}
+
+    draw = '<think>x</think>\nAction: Object Mapper\n```json\n[{"index": 1, "bbox_2d": [1, 2, 3, 4], "label": "a"}]\n```'
+    answer = "<think>y</think>\nAction: Answer\n<answer>A</answer>"
+    rows = [row("t", 1.0, "answer", [draw, draw, answer]), row("t", 0.0, "tool_error", [draw, "garbage"]),
+            row("u", 0.5, "length", ["rambling"])]
+    summary = summarize_rows(rows)
+    assert summary["accuracy"] == {"t": 0.5, "u": 0.5}
+    assert summary["executable_drawing_turns"] == 3 / 5  # 3 drawings executed; 2 dialogues ended on a failed turn
+    assert summary["mean_turns"] == 2.0
+    samples = [{"id": f"q{i}#{k}", "original_question_type": "t", "score": float(k == 0 and i == 0)}
+               for i in range(2) for k in range(4)]
+    assert pass_at_k(samples) == {"t": {"pass@1": 0.125, "pass@4": 0.5}}

@@ -1,0 +1,412 @@
+"""``vilasr-train recipe CONFIG --out DIR``: a model from nothing, as one resumable command.
+
+A recipe (a YAML file; shipped: ``recipe_embedded``) names synthetic task families, a model shape
+and the three stages' configs. The command runs, in order, each step once:
+
+  data        synthetic tasks with oracle trajectories (train), held-out evaluation sets (other
+              seeds: unseen mazes, rooms and camera poses) and RL prompts
+  init        a tokenizer trained on the training text and a random Qwen2.5-VL of the recipe's shape
+  stage1      ``vilasr-train sft`` on the oracle trajectories
+  stage2      ``vilasr-train reflect --sft`` from stage 1 (reflective rejection sampling)
+  stage3      ``vilasr-train grpo`` from stage 2 (drawing inside the rollouts)
+  eval_*      held-out accuracy after every stage (greedy), pass@1 / pass@k with sampling
+  report      per-stage table, plot and JSON; ``DIR/model`` is the final model
+
+Every step writes its outputs under ``DIR/<step>`` and marks itself done with ``DIR/<step>/DONE``;
+the stages checkpoint, evaluation appends per item, so a killed run continues where it stopped
+when the same command is run again. Seeds are fixed: the same recipe gives the same data, and
+(on the same machine and torch) the same weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import shutil
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from ros_vilasr.core import protocol
+from ros_vilasr.core.models import PROFILE_FILE
+from ros_vilasr.core.scoring import score_answer
+
+from .config import load_config, resolve_config_path
+
+log = logging.getLogger(__name__)
+
+STAGES = ("stage1", "stage2", "stage3")
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "processor_config.json", "chat_template.jinja")
+
+
+# -- the recipe file ---------------------------------------------------------------------------------
+
+def load_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict:
+    """The recipe YAML (a path or a shipped name) with dotted-key overrides (``eval.n=4``)."""
+    recipe = yaml.safe_load(resolve_config_path(name).read_text())
+    for key, value in (overrides or {}).items():
+        *parents, leaf = key.split(".")
+        node = recipe
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown recipe key {key!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"unknown recipe key {key!r}")
+        node[leaf] = value
+    return recipe
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = None, **options):
+    """``n`` tasks of one generator family, restricted to ``sub_tasks`` (generators cycle through
+    their sub-tasks by index, so the kept indices are those of the wanted sub-tasks)."""
+    from ros_vilasr.synth import maze, rig_tasks, scene_tasks
+
+    make, names = {"maze": (maze.maze_task, maze.SUB_TASKS), "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
+                   "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS)}[family]
+    if "sizes" in options:
+        options["sizes"] = tuple(options["sizes"])
+    wanted = sub_tasks or names
+    indices = (i for i in range(10 ** 9) if names[i % len(names)] in wanted)
+    for _, index in zip(range(n), indices):
+        yield make(seed, index, **options)
+
+
+def make_data(recipe: dict, out: Path) -> None:
+    from ros_vilasr.synth.trajectories import EVAL_FILE, write_dataset
+
+    for split in ("train", "heldout", "rl"):
+        for family, spec in recipe["data"][split].items():
+            target = out / split / family
+            if (target / EVAL_FILE).is_file():
+                continue
+            if target.exists():
+                shutil.rmtree(target)  # a half-written family from a killed run
+            spec = dict(spec)
+            n = spec.pop("n")
+            write_dataset(family_tasks(family, n, **spec), target, total=n)
+
+
+def training_corpus(data: Path) -> list[str]:
+    """The text a tokenizer for these tasks must encode well: every message of every trajectory."""
+    from ros_vilasr.core import prompts
+
+    lines = [prompts.system_prompt(448, 448)]
+    for path in sorted(data.glob("train/*/trajectories.json")):
+        for record in json.loads(path.read_text()):
+            lines += [m["value"] if "value" in m else m["content"] for m in record["conversations"]]
+    return lines
+
+
+def init_model(recipe: dict, out: Path, data: Path) -> None:
+    from ros_vilasr.core.tiny_model import build_tiny_model
+
+    spec = recipe["model"]
+    build_tiny_model(out, seed=recipe["seed"], text=spec["text"], vision=spec["vision"],
+                     corpus=training_corpus(data), vocab_size=spec["vocab_size"], max_pixels=spec["max_pixels"])
+    write_profile(out, recipe)
+
+
+def write_profile(model_dir: Path, recipe: dict) -> None:
+    profile = {"max_pixels": recipe["model"]["max_pixels"], "max_new_tokens": recipe["eval"]["max_new_tokens"],
+               "temperature": 0.0}
+    (model_dir / PROFILE_FILE).write_text(json.dumps(profile, indent=1) + "\n")
+
+
+# -- stages ----------------------------------------------------------------------------------------
+
+def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> Path:
+    """One training stage through the same code path as ``vilasr-train <stage>``; returns the
+    directory of the model it produced. Stage 2 samples first and fine-tunes only when it kept
+    something; when it kept nothing, its model is stage 1's, unchanged (and the report says so)."""
+    spec = recipe["stages"][stage]
+    files = sorted(str(p) for p in data.glob(f"{spec['data']}/*/{spec['file']}"))
+    overrides = {"model": str(model), "out": str(out), "data": files, "resume": True} | spec.get("set", {})
+    stage_module = importlib.import_module(f"vilasr_train.{spec['command']}")
+    log.info("%s: vilasr-train %s --config %s (%d data files)", stage, spec["command"], spec["config"], len(files))
+    if spec["command"] != "reflect":
+        stage_module.train(load_config(stage_module.Config, spec["config"], overrides))
+        return out
+    stage_module.train(load_config(stage_module.Config, spec["config"], overrides | {"sft": False}))
+    kept = json.loads((out / stage_module.REPORT_NAME).read_text())["written"]
+    if kept:
+        stage_module.train(load_config(stage_module.Config, spec["config"], overrides | {"sft": True}))
+    else:
+        log.warning("%s kept no trajectory: its model is the previous stage's, unchanged", stage)
+        export_model(model, out / "sft", recipe)
+    return out / "sft"
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+def heldout_items(data: Path) -> list:
+    from ros_vilasr.evaluation.benchmarks import load_benchmark
+
+    items = []
+    for path in sorted(data.glob("heldout/*/eval.json")):
+        items += load_benchmark(path, benchmark=path.parent.name)
+    return items
+
+
+def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1) -> list[dict]:
+    """Held-out rows: greedy when ``samples`` is 1, else ``samples`` sampled dialogues per item
+    (ids ``<id>#<k>``) on the first ``eval.pass_items`` items of each family."""
+    import dataclasses
+
+    from ros_vilasr.core.engines.hf import TransformersEngine
+    from ros_vilasr.evaluation.runner import run_evaluation, unique_rows
+
+    spec = recipe["eval"]
+    items = heldout_items(data)
+    if samples > 1:
+        per_family = defaultdict(list)
+        for item in items:
+            per_family[item.id.split("_")[0]].append(item)
+        items = [dataclasses.replace(it, id=f"{it.id}#{k}") for group in per_family.values()
+                 for it in group[:spec["pass_items"]] for k in range(samples)]
+    engine = TransformersEngine(str(model), device="cpu", dtype="float32",
+                                temperature=spec["temperature"] if samples > 1 else 0.0, top_p=1.0,
+                                seed=recipe["seed"])
+    try:
+        run_evaluation(items, engine, out, "embedded", batch_size=spec["batch_size"], plots=False,
+                       max_pixels=recipe["model"]["max_pixels"], max_new_tokens=spec["max_new_tokens"])
+    finally:
+        engine.close()
+    from ros_vilasr.evaluation.runner import ResultsLog
+
+    log_ = ResultsLog(out / "results.jsonl")
+    log_.close()
+    return unique_rows(log_.rows)
+
+
+def drawing_turns(row: dict) -> tuple[int, int]:
+    """(drawing turns that executed, model turns that failed): a drawing executed when the session
+    answered it with a new image; the last turn failed when the dialogue ended on it with a
+    tool error, a bad index or the token limit."""
+    turns = [m for m in row["conversations"] if m.get("role", m.get("from")) in ("assistant", "gpt")]
+    executed = sum(protocol.parse_turn(m.get("content", m.get("value", ""))).action in protocol.TOOLS
+                   for m in turns[:-1] if m)
+    failed = int(row["finish_reason"] in ("tool_error", "bad_index", "length"))
+    return executed, failed
+
+
+def summarize_rows(rows: list[dict]) -> dict:
+    by_task = defaultdict(list)
+    for row in rows:
+        by_task[row["original_question_type"]].append(row)
+    executed, failed = map(sum, zip(*(drawing_turns(r) for r in rows))) if rows else (0, 0)
+    return {
+        "accuracy": {t: float(np.mean([r["score"] for r in rs])) for t, rs in sorted(by_task.items())},
+        "n": {t: len(rs) for t, rs in sorted(by_task.items())},
+        "executable_drawing_turns": executed / max(executed + failed, 1),
+        "mean_turns": float(np.mean([r["calls"] for r in rows])) if rows else 0.0,
+        "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
+    }
+
+
+def pass_at_k(rows: list[dict]) -> dict:
+    """pass@1 (mean over the samples) and pass@k (any sample right) per sub-task."""
+    per_item = defaultdict(list)
+    task_of = {}
+    for row in rows:
+        base = row["id"].rsplit("#", 1)[0]
+        per_item[base].append(row["score"] >= 1.0)
+        task_of[base] = row["original_question_type"]
+    by_task = defaultdict(list)
+    for base, hits in per_item.items():
+        by_task[task_of[base]].append((np.mean(hits), any(hits)))
+    return {t: {"pass@1": float(np.mean([a for a, _ in v])), f"pass@{max(map(len, per_item.values()))}":
+                float(np.mean([b for _, b in v]))} for t, v in sorted(by_task.items())}
+
+
+def chance(data: Path) -> dict:
+    """Per sub-task: uniform guessing over the options, or for open answers the most frequent
+    training answer (the best constant guess) scored on the held-out items."""
+    common = {}
+    for path in data.glob("train/*/eval.json"):
+        by_task = defaultdict(Counter)
+        for item in json.loads(path.read_text()):
+            by_task[item["original_question_type"]][item["answer"]] += 1
+        common |= {t: c.most_common(1)[0][0] for t, c in by_task.items()}
+    scores = defaultdict(list)
+    for item in heldout_items(data):
+        if item.options:
+            scores[item.sub_task].append(1 / len(item.options))
+        else:
+            scores[item.sub_task].append(score_answer(common.get(item.sub_task, "0"), item.answer, item.problem_type))
+    return {t: float(np.mean(s)) for t, s in sorted(scores.items())}
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def family(task: str) -> str:
+    return "maze" if task.startswith("maze") else "scene"
+
+
+def write_report(out: Path, recipe: dict, data: Path) -> dict:
+    stages = {s: json.loads((out / f"eval_{s}" / "stage_summary.json").read_text()) for s in STAGES}
+    passk = {s: json.loads(p.read_text()) for s in STAGES if (p := out / f"passk_{s}" / "passk.json").is_file()}
+    base = chance(data)
+    report = {"chance": base, "stages": stages, "pass_at_k": passk,
+              "wall_s": json.loads((out / "timing.json").read_text()) if (out / "timing.json").is_file() else {}}
+    for summary in stages.values():
+        acc = summary["accuracy"]
+        for fam in ("maze", "scene"):
+            tasks = [t for t in acc if family(t) == fam]
+            summary[f"{fam}_mean"] = float(np.mean([acc[t] for t in tasks])) if tasks else None
+            summary[f"{fam}_chance_mean"] = float(np.mean([base[t] for t in tasks])) if tasks else None
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    plot_report(report, out / "report.png")
+    return report
+
+
+def report_markdown(report: dict) -> str:
+    stages, base = report["stages"], report["chance"]
+    tasks = sorted(base)
+    lines = ["| sub-task | n | chance | " + " | ".join(f"after {s}" for s in stages) + " |",
+             "|---|---|---|" + "---|" * len(stages)]
+    for t in tasks:
+        n = next(iter(stages.values()))["n"].get(t, 0)
+        lines.append(f"| {t} | {n} | {base[t]:.1%} | " +
+                     " | ".join(f"{v['accuracy'].get(t, 0):.1%}" for v in stages.values()) + " |")
+    for fam in ("maze", "scene"):
+        lines.append(f"| **{fam} mean** | | {next(iter(stages.values()))[f'{fam}_chance_mean']:.1%} | " +
+                     " | ".join(f"**{v[f'{fam}_mean']:.1%}**" for v in stages.values()) + " |")
+    lines.append("| drawing turns executable | | | " +
+                 " | ".join(f"{v['executable_drawing_turns']:.1%}" for v in stages.values()) + " |")
+    lines.append("| mean model turns | | | " + " | ".join(f"{v['mean_turns']:.2f}" for v in stages.values()) + " |")
+    if report["pass_at_k"]:
+        lines += ["", "| stage | sub-task | pass@1 | pass@k |", "|---|---|---|---|"]
+        for s, per_task in report["pass_at_k"].items():
+            for t, v in per_task.items():
+                p1, pk = v["pass@1"], next(x for k, x in v.items() if k != "pass@1")
+                lines.append(f"| {s} | {t} | {p1:.1%} | {pk:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, stages = sorted(report["chance"]), list(report["stages"])
+    x = np.arange(len(tasks))
+    width = 0.8 / (len(stages) + 1)
+    fig, ax = plt.subplots(figsize=(max(8, len(tasks) * 1.1), 4.5))
+    ax.bar(x, [report["chance"][t] for t in tasks], width, color="0.75", label="chance")
+    for i, s in enumerate(stages, start=1):
+        ax.bar(x + i * width, [report["stages"][s]["accuracy"].get(t, 0) for t in tasks], width, label=f"after {s}")
+    ax.set_xticks(x + width * len(stages) / 2, tasks, rotation=30, ha="right")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(ncols=len(stages) + 1, fontsize=8)
+    ax.set_title("embedded model: held-out accuracy per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def export_model(source: Path, target: Path, recipe: dict) -> None:
+    """The final model's inference files (no optimizer state, no checkpoints) plus its profile."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    write_profile(target, recipe)
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, until: str | None = None) -> dict | None:
+    """Run (or continue) the recipe into ``out``; ``until``: stop after this step. Returns the report
+    (None when stopped before it)."""
+    recipe = load_recipe(name, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    data, timing_path = out / "data", out / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    models = {"init": out / "init"}
+    models["stage1"] = out / "stage1"
+    models["stage2"] = out / "stage2" / "sft"
+    models["stage3"] = out / "stage3"
+    steps = [
+        ("data", lambda d: make_data(recipe, data)),
+        ("init", lambda d: init_model(recipe, d, data)),
+        ("stage1", lambda d: run_stage("stage1", recipe, models["init"], data, d)),
+        ("eval_stage1", lambda d: stage_eval(models["stage1"], d)),
+        ("stage2", lambda d: run_stage("stage2", recipe, models["stage1"], data, d)),
+        ("eval_stage2", lambda d: stage_eval(models["stage2"], d)),
+        ("stage3", lambda d: run_stage("stage3", recipe, models["stage2"], data, d)),
+        ("eval_stage3", lambda d: stage_eval(models["stage3"], d)),
+        ("passk_stage1", lambda d: stage_passk(models["stage1"], d)),
+        ("passk_stage3", lambda d: stage_passk(models["stage3"], d)),
+        ("report", lambda d: (export_model(models["stage3"], out / "model", recipe), write_report(out, recipe, data))),
+    ]
+
+    def stage_eval(model: Path, d: Path) -> None:
+        summary = summarize_rows(evaluate(model, recipe, data, d))
+        (d / "stage_summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+    def stage_passk(model: Path, d: Path) -> None:
+        rows = evaluate(model, recipe, data, d, samples=recipe["eval"]["pass_k"])
+        (d / "passk.json").write_text(json.dumps(pass_at_k(rows), indent=1, sort_keys=True) + "\n")
+
+    names = [s for s, _ in steps]
+    if until is not None and until not in names:
+        raise ValueError(f"unknown step {until!r}; the steps are {', '.join(names)}")
+    steps = steps[:names.index(until) + 1] if until else steps
+    minutes = recipe.get("minutes", {})
+    total = sum(minutes.get(s, 1) for s, _ in steps)
+    done = lambda s: (out / s / "DONE").is_file()  # noqa: E731
+    bar = tqdm(total=total, initial=sum(minutes.get(s, 1) for s, _ in steps if done(s)), unit="min",
+               desc="recipe", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} planned min [{elapsed}<{remaining}]")
+    for step, action in steps:
+        if done(step):
+            continue
+        bar.set_postfix_str(step)
+        directory = out / step
+        directory.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        action(directory)
+        timing[step] = timing.get(step, 0.0) + time.monotonic() - start
+        timing_path.write_text(json.dumps(timing, indent=1) + "\n")
+        (directory / "DONE").write_text("")
+        bar.update(minutes.get(step, 1))
+        log.info("recipe step %s done in %.0f s", step, timing[step])
+    bar.close()
+    if until and until != "report":
+        return None
+    report = json.loads((out / "report.json").read_text())
+    log.info("recipe done: model in %s, report in %s", out / "model", out / "report.md")
+    return report
+
+
+def ship(out: str | Path) -> Path:
+    """Install ``OUT/model`` as the package's ``embedded`` model (replacing the shipped files)."""
+    from ros_vilasr.core.models import EMBEDDED_DIR, check_model_dir
+
+    source = Path(out) / "model"
+    check_model_dir(source)
+    staging = EMBEDDED_DIR.with_name(EMBEDDED_DIR.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    old = EMBEDDED_DIR.with_name(EMBEDDED_DIR.name + ".old")
+    if EMBEDDED_DIR.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        EMBEDDED_DIR.rename(old)
+    staging.rename(EMBEDDED_DIR)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("shipped %s as %s", source, EMBEDDED_DIR)
+    return EMBEDDED_DIR
