@@ -215,6 +215,7 @@ COMMANDS = [_add_tiny_model, _add_ask, _add_replay, _add_eval, _add_score, _add_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ros_vilasr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(subparsers)
@@ -226,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = args.func(args)
-    except ModelFilesError as exc:  # one clear line, not a traceback
+    except (ModelFilesError, OSError, ValueError) as exc:  # bad input: one line (the traceback with --debug)
+        if args.debug:
+            raise
         parser.exit(2, f"vilasr: error: {exc}\n")
     if result is not None:
         print(result)

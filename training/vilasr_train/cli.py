@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 
-from .config import load_config, parse_assignment, shipped_configs
+from .config import InputError, check_inputs, load_config, parse_assignment, shipped_configs
 
 # (subcommand, module, help)
 STAGES = [
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="assignments", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="override any config key (repeatable)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     p = subparsers.add_parser("recipe", help="a model from nothing: synthetic data, the three stages, evaluation "
                                              "after each (resumable: run the same command again)")
     p.add_argument("recipe", metavar="NAME", help="recipe YAML file or shipped recipe (recipe_embedded)")
@@ -58,27 +59,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="assignments", action="append", default=[], type=parse_assignment,
                    metavar="KEY=VALUE", help="override a recipe key, dotted (e.g. stages.stage1.config=FILE)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.stage == "recipe":
-        from .recipe import run, ship
+    from ros_vilasr.core.models import ModelFilesError
 
-        run(args.recipe, args.out, dict(args.assignments), until=args.until)
+    try:
+        run(args)
+    except (InputError, ModelFilesError) as exc:  # bad input: one line (the traceback with --debug)
+        if args.debug:
+            raise
+        parser.exit(2, f"vilasr-train: error: {exc}\n")
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.stage == "recipe":
+        from .recipe import run as run_recipe
+        from .recipe import ship
+
+        run_recipe(args.recipe, args.out, dict(args.assignments), until=args.until)
         if args.ship:
             ship(args.out)
-        return 0
+        return
     overrides = dict(args.assignments)
     overrides |= {key: value for _, key, _ in FLAGS if (value := getattr(args, key)) is not None}
     stage = importlib.import_module(args.module)
     config = load_config(stage.Config, args.config, overrides)
+    check_inputs(config)
     logging.getLogger(__name__).info("%s config: %s", args.stage, config)
     stage.train(config)
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ from ros_vilasr.core.images import MAX_PIXELS_TRAIN
 log = logging.getLogger(__name__)
 
 CONFIGS = resources.files("vilasr_train") / "configs"
+
+
+class InputError(ValueError):
+    """Bad input the user can fix (a missing file, an unknown key...): the command line prints the
+    message as one line, without a traceback."""
 DEEPSPEED_PRESETS = {"zero2": "ds_zero2.json", "zero3": "ds_zero3.json"}
 
 
@@ -54,7 +59,7 @@ def resolve_config_path(name: str) -> Path:
     shipped = CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
     if shipped.is_file():
         return Path(str(shipped))
-    raise FileNotFoundError(f"no config file {name!r} (shipped: {', '.join(shipped_configs())})")
+    raise InputError(f"no config file {name!r} (shipped: {', '.join(shipped_configs())})")
 
 
 def shipped_configs() -> list[str]:
@@ -90,7 +95,7 @@ def load_config(cls: type[StageConfig], path: str | None = None, overrides: dict
     if path:
         values = yaml.safe_load(resolve_config_path(path).read_text()) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config file is a mapping of keys to values")
+            raise InputError(f"{path}: a config file is a mapping of keys to values")
     values |= overrides or {}
     ours = {f.name: f for f in dataclasses.fields(cls) if f.name != "trainer"}
     theirs = {f.name: f for f in dataclasses.fields(cls.trl_config)}
@@ -103,11 +108,23 @@ def load_config(cls: type[StageConfig], path: str | None = None, overrides: dict
         else:
             close = difflib.get_close_matches(key, [*ours, *theirs], n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config key {key!r}{hint}")
+            raise InputError(f"unknown config key {key!r}{hint}")
     if trainer.get("deepspeed") in DEEPSPEED_PRESETS:
         trainer["deepspeed"] = str(CONFIGS / DEEPSPEED_PRESETS[trainer["deepspeed"]])
     config.trainer = trainer
     for name in ("model", "out", "data"):
         if not getattr(config, name):
-            raise ValueError(f"missing {name!r}: set it in the config file or with --{name}")
+            raise InputError(f"missing {name!r}: set it in the config file or with --{name}")
     return config
+
+
+def check_inputs(config: StageConfig) -> None:
+    """The files a stage reads exist, before anything is loaded or created."""
+    from ros_vilasr.core.models import resolve_model
+
+    for path in config.data:
+        if not Path(path).is_file():
+            raise InputError(f"data file {path} not found")
+    if config.images_root and not Path(config.images_root).is_dir():
+        raise InputError(f"images root {config.images_root} is not a folder")
+    config.model = resolve_model(config.model)  # a missing or broken checkpoint directory: one clear error

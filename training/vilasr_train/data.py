@@ -27,6 +27,8 @@ from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.images import FACTOR, prepare_image, resized_size
 from ros_vilasr.core.protocol import TOOLS, parse_turn
 
+from .config import InputError
+
 log = logging.getLogger(__name__)
 
 PLACEHOLDER = "<image>"
@@ -73,12 +75,18 @@ class DataReport:
 def read_records(path: Path) -> list:
     """The records of a JSON list or JSON-lines file (an unparseable line becomes None, counted
     as malformed). A file that cannot be read at all is a configuration error and raises."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"data file {path} cannot be read ({exc.__class__.__name__}: {exc})") from None
     if path.suffix == ".jsonl":
         return [_json_or_none(line) for line in text.splitlines() if line.strip()]
-    records = json.loads(text)
+    try:
+        records = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"data file {path} is not JSON ({exc}); JSON lines files end in .jsonl") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of records")
+        raise InputError(f"{path}: expected a JSON list of records")
     return records
 
 

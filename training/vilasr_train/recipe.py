@@ -37,7 +37,7 @@ from ros_vilasr.core import protocol
 from ros_vilasr.core.models import PROFILE_FILE
 from ros_vilasr.core.scoring import score_answer
 
-from .config import load_config, resolve_config_path
+from .config import InputError, load_config, resolve_config_path
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def load_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict:
         node = recipe
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"unknown recipe key {key!r}")
+                raise InputError(f"unknown recipe key {key!r}")
             node = node[part]
         if leaf not in node:
-            raise ValueError(f"unknown recipe key {key!r}")
+            raise InputError(f"unknown recipe key {key!r}")
         node[leaf] = value
     return recipe
 
@@ -163,7 +163,7 @@ def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1)
     import dataclasses
 
     from ros_vilasr.core.engines.hf import TransformersEngine
-    from ros_vilasr.evaluation.runner import run_evaluation, unique_rows
+    from ros_vilasr.evaluation.runner import ResultsLog, run_evaluation, unique_rows
 
     spec = recipe["eval"]
     items = heldout_items(data)
@@ -181,11 +181,9 @@ def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1)
                        max_pixels=recipe["model"]["max_pixels"], max_new_tokens=spec["max_new_tokens"])
     finally:
         engine.close()
-    from ros_vilasr.evaluation.runner import ResultsLog
-
-    log_ = ResultsLog(out / "results.jsonl")
-    log_.close()
-    return unique_rows(log_.rows)
+    results = ResultsLog(out / "results.jsonl")
+    results.close()
+    return unique_rows(results.rows)
 
 
 def drawing_turns(row: dict) -> tuple[int, int]:
@@ -229,20 +227,22 @@ def pass_at_k(rows: list[dict]) -> dict:
 
 
 def chance(data: Path) -> dict:
-    """Per sub-task: uniform guessing over the options, or for open answers the most frequent
-    training answer (the best constant guess) scored on the held-out items."""
-    common = {}
+    """Per sub-task: uniform guessing over the options; for open answers the best constant guess
+    from the training answers (the most frequent for exact-match numbers, the median for
+    regression's relative accuracy), scored on the held-out items."""
+    answers = defaultdict(list)
     for path in data.glob("train/*/eval.json"):
-        by_task = defaultdict(Counter)
         for item in json.loads(path.read_text()):
-            by_task[item["original_question_type"]][item["answer"]] += 1
-        common |= {t: c.most_common(1)[0][0] for t, c in by_task.items()}
+            answers[item["original_question_type"]].append(item["answer"])
     scores = defaultdict(list)
     for item in heldout_items(data):
         if item.options:
             scores[item.sub_task].append(1 / len(item.options))
-        else:
-            scores[item.sub_task].append(score_answer(common.get(item.sub_task, "0"), item.answer, item.problem_type))
+            continue
+        seen = answers.get(item.sub_task) or ["0"]
+        guess = (f"{np.median([float(a) for a in seen]):g}" if item.problem_type == "regression"
+                 else Counter(seen).most_common(1)[0][0])
+        scores[item.sub_task].append(score_answer(guess, item.answer, item.problem_type))
     return {t: float(np.mean(s)) for t, s in sorted(scores.items())}
 
 
@@ -365,7 +365,7 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
 
     names = [s for s, _ in steps]
     if until is not None and until not in names:
-        raise ValueError(f"unknown step {until!r}; the steps are {', '.join(names)}")
+        raise InputError(f"unknown step {until!r}; the steps are {', '.join(names)}")
     steps = steps[:names.index(until) + 1] if until else steps
     minutes = recipe.get("minutes", {})
     total = sum(minutes.get(s, 1) for s, _ in steps)

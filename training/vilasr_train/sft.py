@@ -21,7 +21,7 @@ from trl import SFTConfig, SFTTrainer
 from ros_vilasr.core.processor import load_processor
 
 from .checkpoints import ResumeThroughFromPretrained, latest_checkpoint
-from .config import StageConfig
+from .config import InputError, StageConfig
 from .data import DataReport, DialogueCollator, load_trajectories
 from .distributed import deepspeed_on_cpu, gather, on_main_process
 
@@ -80,7 +80,7 @@ def train(config: Config) -> Path:
         config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
         max_length=args.max_length, workers=config.validation_workers))
     if not records:
-        raise ValueError(f"no valid training record in {config.data}: {report.to_json()['skipped']}")
+        raise InputError(f"no valid training record in {', '.join(config.data)}: {report.to_json()['skipped']}")
     dataset = Dataset.from_list(records)
 
     model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
