@@ -46,10 +46,49 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "embedded_model.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     shutil.copyfile(args.run / "report.png", args.out / "embedded_model.png")
+    result["curves"] = plot_curves(args.run, args.out / "embedded_model_curves.png")
     text = render(result, (args.run / "report.md").read_text())
     (args.out / "embedded_model.md").write_text(text)
     print(text)
     return result
+
+
+def _log_history(stage_dir: Path) -> list[dict]:
+    """The Trainer's logged metrics of a stage (from its newest checkpoint)."""
+    states = sorted(stage_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return json.loads(states[-1].read_text())["log_history"] if states else []
+
+
+def plot_curves(run: Path, path: Path) -> dict:
+    """Learning curves: stage-1 loss and token accuracy, stage-2 SFT loss, stage-3 reward."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {"stage1": [(h["step"], h["loss"], h.get("mean_token_accuracy")) for h in _log_history(run / "stage1")
+                         if "loss" in h],
+              "stage2_sft": [(h["step"], h["loss"]) for h in _log_history(run / "stage2" / "sft") if "loss" in h],
+              "stage3_reward": [(h["step"], h["reward"]) for h in _log_history(run / "stage3") if "reward" in h]}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    if curves["stage1"]:
+        steps, loss, acc = zip(*curves["stage1"])
+        axes[0].plot(steps, loss, label="loss")
+        axes[0].plot(steps, acc, label="token accuracy")
+        axes[0].legend()
+    axes[0].set_title("stage 1 SFT (teacher-forced)")
+    if curves["stage2_sft"]:
+        axes[1].plot(*zip(*curves["stage2_sft"]))
+    axes[1].set_title("stage 2 SFT on kept trajectories: loss")
+    if curves["stage3_reward"]:
+        axes[2].plot(*zip(*curves["stage3_reward"]), marker="o")
+    axes[2].set_title("stage 3 GRPO: mean rollout reward")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return curves
 
 
 def render(r: dict, table: str) -> str:
@@ -65,6 +104,7 @@ def render(r: dict, table: str) -> str:
         "accuracy). Chance: uniform guessing over the options, or for open questions the best constant answer "
         "(the most frequent training answer). pass@1 / pass@k: k sampled dialogues (T = 1) per item.", "",
         table, "![accuracy per stage](embedded_model.png)", "",
+        "Learning curves:", "", "![learning curves](embedded_model_curves.png)", "",
         f"Stage 2 kept {s2.get('written', 0)} reflective, correct, well-formed trajectories from "
         f"{s2.get('questions_sampled', 0)} sampled questions.", "",
         f"Targets ({TARGETS}): {met}.", ""])

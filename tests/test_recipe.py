@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from vilasr_train.config import resolve_config_path
-from vilasr_train.recipe import chance, pass_at_k, run, summarize_rows
+from vilasr_train.recipe import baselines, pass_at_k, run, summarize_rows
 
 EASY = ["object_size_estimation"]
 
@@ -51,7 +51,7 @@ def test_stage1_beats_chance_on_held_out_items(stage1_run):
     _, out = stage1_run
     data = out / "data"
     summary = json.loads((out / "eval_stage1" / "stage_summary.json").read_text())
-    baseline = chance(data)["object_size_estimation"]
+    baseline = baselines(data)["chance"]["object_size_estimation"]
     assert summary["n"] == {"object_size_estimation": 12}
     assert summary["executable_drawing_turns"] >= 0.9, summary
     assert summary["accuracy"]["object_size_estimation"] > baseline + 0.05, (summary, baseline)

@@ -1,7 +1,8 @@
-"""A tiny, randomly initialised Qwen2.5-VL checkpoint for tests (built offline, no torchvision).
+"""A tiny, randomly initialised Qwen2.5-VL checkpoint for tests (built offline, no torchvision);
+with a larger shape and a tokenizer trained on task text, the embedded model's starting point.
 
 Same architecture, special tokens, chat template and processor files as a real Qwen2.5-VL /
-ViLaSR checkpoint, just tiny: ~0.2 M parameters, < 1 MB on disk, built in seconds. Its tokenizer is
+ViLaSR checkpoint, just tiny: by default ~0.2 M parameters, < 1 MB on disk, built in seconds. Its tokenizer is
 a byte-level BPE (the Qwen2 pre-tokenizer) trained here on generated text in the vocabulary of the
 draw-to-reason protocol, so protocol turns take few tokens and any text round-trips exactly.
 """

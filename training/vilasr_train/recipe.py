@@ -42,6 +42,7 @@ from .config import InputError, load_config, resolve_config_path
 log = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2", "stage3")
+UNCHANGED = "UNCHANGED"  # in a stage's model directory: the previous stage's model, copied
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "processor_config.json", "chat_template.jinja")
 
@@ -143,6 +144,7 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
     else:
         log.warning("%s kept no trajectory: its model is the previous stage's, unchanged", stage)
         export_model(model, out / "sft", recipe)
+        (out / "sft" / UNCHANGED).write_text(str(model) + "\n")
     return out / "sft"
 
 
@@ -226,24 +228,24 @@ def pass_at_k(rows: list[dict]) -> dict:
                 float(np.mean([b for _, b in v]))} for t, v in sorted(by_task.items())}
 
 
-def chance(data: Path) -> dict:
-    """Per sub-task: uniform guessing over the options; for open answers the best constant guess
-    from the training answers (the most frequent for exact-match numbers, the median for
-    regression's relative accuracy), scored on the held-out items."""
+def baselines(data: Path) -> dict[str, dict]:
+    """Per sub-task, two baselines scored on the held-out items: ``chance`` (uniform guessing over
+    the options; for open questions the best constant) and ``constant`` (the best constant answer
+    learned from the training answers alone: the most frequent one, or the median for regression's
+    relative accuracy) — what a model gets from the answer distribution without looking."""
     answers = defaultdict(list)
     for path in data.glob("train/*/eval.json"):
         for item in json.loads(path.read_text()):
             answers[item["original_question_type"]].append(item["answer"])
-    scores = defaultdict(list)
+    scores = {"chance": defaultdict(list), "constant": defaultdict(list)}
     for item in heldout_items(data):
-        if item.options:
-            scores[item.sub_task].append(1 / len(item.options))
-            continue
         seen = answers.get(item.sub_task) or ["0"]
         guess = (f"{np.median([float(a) for a in seen]):g}" if item.problem_type == "regression"
                  else Counter(seen).most_common(1)[0][0])
-        scores[item.sub_task].append(score_answer(guess, item.answer, item.problem_type))
-    return {t: float(np.mean(s)) for t, s in sorted(scores.items())}
+        constant = score_answer(guess, item.answer, item.problem_type)
+        scores["constant"][item.sub_task].append(constant)
+        scores["chance"][item.sub_task].append(1 / len(item.options) if item.options else constant)
+    return {name: {t: float(np.mean(s)) for t, s in sorted(per_task.items())} for name, per_task in scores.items()}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -255,8 +257,8 @@ def family(task: str) -> str:
 def write_report(out: Path, recipe: dict, data: Path) -> dict:
     stages = {s: json.loads((out / f"eval_{s}" / "stage_summary.json").read_text()) for s in STAGES}
     passk = {s: json.loads(p.read_text()) for s in STAGES if (p := out / f"passk_{s}" / "passk.json").is_file()}
-    base = chance(data)
-    report = {"chance": base, "stages": stages, "pass_at_k": passk,
+    base, constant = baselines(data).values()
+    report = {"chance": base, "constant": constant, "stages": stages, "pass_at_k": passk,
               "wall_s": json.loads((out / "timing.json").read_text()) if (out / "timing.json").is_file() else {}}
     for summary in stages.values():
         acc = summary["accuracy"]
@@ -271,20 +273,22 @@ def write_report(out: Path, recipe: dict, data: Path) -> dict:
 
 
 def report_markdown(report: dict) -> str:
-    stages, base = report["stages"], report["chance"]
+    stages, base, constant = report["stages"], report["chance"], report.get("constant", {})
     tasks = sorted(base)
-    lines = ["| sub-task | n | chance | " + " | ".join(f"after {s}" for s in stages) + " |",
-             "|---|---|---|" + "---|" * len(stages)]
+    lines = ["| sub-task | n | chance | best constant | " + " | ".join(f"after {s}" for s in stages) + " |",
+             "|---|---|---|---|" + "---|" * len(stages)]
     for t in tasks:
         n = next(iter(stages.values()))["n"].get(t, 0)
-        lines.append(f"| {t} | {n} | {base[t]:.1%} | " +
+        lines.append(f"| {t} | {n} | {base[t]:.1%} | {constant.get(t, 0):.1%} | " +
                      " | ".join(f"{v['accuracy'].get(t, 0):.1%}" for v in stages.values()) + " |")
     for fam in ("maze", "scene"):
-        lines.append(f"| **{fam} mean** | | {next(iter(stages.values()))[f'{fam}_chance_mean']:.1%} | " +
+        tasks_of = [t for t in tasks if family(t) == fam]
+        const = float(np.mean([constant.get(t, 0) for t in tasks_of])) if tasks_of else 0.0
+        lines.append(f"| **{fam} mean** | | {next(iter(stages.values()))[f'{fam}_chance_mean']:.1%} | {const:.1%} | " +
                      " | ".join(f"**{v[f'{fam}_mean']:.1%}**" for v in stages.values()) + " |")
-    lines.append("| drawing turns executable | | | " +
+    lines.append("| drawing turns executable | | | | " +
                  " | ".join(f"{v['executable_drawing_turns']:.1%}" for v in stages.values()) + " |")
-    lines.append("| mean model turns | | | " + " | ".join(f"{v['mean_turns']:.2f}" for v in stages.values()) + " |")
+    lines.append("| mean model turns | | | | " + " | ".join(f"{v['mean_turns']:.2f}" for v in stages.values()) + " |")
     if report["pass_at_k"]:
         lines += ["", "| stage | sub-task | pass@1 | pass@k |", "|---|---|---|---|"]
         for s, per_task in report["pass_at_k"].items():
@@ -305,6 +309,8 @@ def plot_report(report: dict, path: Path) -> None:
     width = 0.8 / (len(stages) + 1)
     fig, ax = plt.subplots(figsize=(max(8, len(tasks) * 1.1), 4.5))
     ax.bar(x, [report["chance"][t] for t in tasks], width, color="0.75", label="chance")
+    ax.scatter(x, [report.get("constant", {}).get(t, 0) for t in tasks], marker="_", s=300, color="k", zorder=3,
+               label="best constant answer")
     for i, s in enumerate(stages, start=1):
         ax.bar(x + i * width, [report["stages"][s]["accuracy"].get(t, 0) for t in tasks], width, label=f"after {s}")
     ax.set_xticks(x + width * len(stages) / 2, tasks, rotation=30, ha="right")
@@ -356,6 +362,11 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
     ]
 
     def stage_eval(model: Path, d: Path) -> None:
+        if (model / UNCHANGED).is_file():  # same weights as the stage before: same greedy answers
+            previous = out / f"eval_{Path((model / UNCHANGED).read_text().strip()).name}"
+            for name in ("results.jsonl", "stage_summary.json"):
+                shutil.copyfile(previous / name, d / name)
+            return
         summary = summarize_rows(evaluate(model, recipe, data, d))
         (d / "stage_summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
