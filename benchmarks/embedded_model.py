@@ -42,7 +42,11 @@ def main(argv=None) -> dict:
     result = {"machine": describe(), "recipe": (args.run / "recipe.yaml").read_text(), **report,
               "stage2_sampling": {k: stage2[k] for k in ("questions_sampled", "written") if k in stage2}
               | {"by_data_type": stage2.get("by_data_type", {})},
-              "targets": targets(report)}
+              "targets": targets(report),
+              # the shipped model's greedy answer to every held-out item: what tests/test_embedded_model.py
+              # checks the shipped weights against
+              "final_predictions": {r["id"]: r["prediction"] for r in map(json.loads, (
+                  args.run / "eval_stage3" / "results.jsonl").read_text().splitlines())}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "embedded_model.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     shutil.copyfile(args.run / "report.png", args.out / "embedded_model.png")

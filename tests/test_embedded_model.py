@@ -2,12 +2,16 @@
 the core exactly as the node and ``vilasr eval`` run it (its profile: grid, greedy, token cap), on
 items of the recipe's held-out seeds (rooms, rig poses and mazes it never saw in training).
 
-Fails if training regressed or the weights stopped matching the code (tokenizer, processor,
-protocol): every dialogue must draw, see its drawings and answer in the protocol, and the answers
-must be right at least as often as the model's recorded held-out accuracy says they should be.
+Fails if the weights stopped matching the code (tokenizer, processor, protocol, renderer) or were
+replaced without their record: every dialogue must draw, see its drawings and answer in the
+protocol, and the answers must be the ones recorded when the model was evaluated
+(benchmarks/results/embedded_model.json, written by benchmarks/embedded_model.py).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +22,8 @@ from ros_vilasr.synth.trajectories import write_dataset
 from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows
 
 PER_FAMILY = {"rig": 6, "maze": 3, "scene": 3}
-MIN_CORRECT = 4  # of 12; see benchmarks/results/embedded_model.md for the model's held-out accuracy
+RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "embedded_model.json"
+MAX_CHANGED = 1  # greedy decoding may flip a near-tie on another CPU's float kernels
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +46,6 @@ def rows(heldout, tmp_path_factory):
                        max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"])
     finally:
         engine.close()
-    import json
-
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
@@ -55,6 +58,7 @@ def test_every_dialogue_draws_and_answers_in_the_protocol(rows):
         assert row["calls"] >= 2 and row["images"] > len(row["image_path"]), row["id"]
 
 
-def test_answers_are_right_more_often_than_chance(rows):
-    correct = sum(r["score"] >= 1.0 for r in rows)
-    assert correct >= MIN_CORRECT, [(r["id"], r["prediction"], r["answer"]) for r in rows]
+def test_answers_are_the_recorded_ones(rows):
+    recorded = json.loads(RECORD.read_text())["final_predictions"]
+    changed = [(r["id"], recorded[r["id"]], r["prediction"]) for r in rows if recorded[r["id"]] != r["prediction"]]
+    assert len(changed) <= MAX_CHANGED, changed
