@@ -102,11 +102,14 @@ def render(r: dict, table: str) -> str:
     s2 = r["stage2_sampling"]
     return "\n".join([
         "# Embedded model: held-out accuracy per training stage", "", markdown(r["machine"]), "",
-        f"Recipe `recipe_embedded` ({sum(wall.values()) / 60:.0f} min in all on this machine: {steps}).",
+        f"Recipe `recipe_embedded` ({sum(wall.values()) / 60:.0f} min in all on this machine: {steps}; a step "
+        "that was interrupted and resumed counts its last run only).",
         "Held-out items come from other seeds than training (unseen rooms, rig poses and mazes); greedy decoding, "
         "scored by the project's scorer (multiple choice: exact; numerical: exact; regression: mean relative "
-        "accuracy). Chance: uniform guessing over the options, or for open questions the best constant answer "
-        "(the most frequent training answer). pass@1 / pass@k: k sampled dialogues (T = 1) per item.", "",
+        "accuracy). Chance: uniform guessing over the options (for open questions: the best constant). Best "
+        "constant: the best answer learned from the training answers alone, without looking (the most frequent "
+        "one; the median for regression) — a model at this level has learned the answer distribution, not the "
+        "scene. pass@1 / pass@k: k sampled dialogues (T = 1) per item, on 3 items per family.", "",
         table, "![accuracy per stage](embedded_model.png)", "",
         "Learning curves:", "", "![learning curves](embedded_model_curves.png)", "",
         f"Stage 2 kept {s2.get('written', 0)} reflective, correct, well-formed trajectories from "

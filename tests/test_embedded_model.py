@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 
 import pytest
+from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows
 
 from ros_vilasr.core.engines import create_engine
 from ros_vilasr.core.models import EMBEDDED, run_profile
 from ros_vilasr.evaluation.runner import run_evaluation
 from ros_vilasr.synth.trajectories import write_dataset
-from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows
 
 PER_FAMILY = {"rig": 6, "maze": 3, "scene": 3}
 RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "embedded_model.json"

@@ -14,7 +14,6 @@ import json
 
 import pytest
 import yaml
-
 from vilasr_train.config import resolve_config_path
 from vilasr_train.recipe import baselines, pass_at_k, run, summarize_rows
 
@@ -85,7 +84,8 @@ def test_summaries_count_what_the_dialogues_did():
         return {"original_question_type": task, "score": score, "finish_reason": finish, "calls": len(turns),
                 "conversations": conversations, "id": f"{task}#{len(turns)}"}
 
-    draw = '<think>x</think>\nAction: Object Mapper\n```json\n[{"index": 1, "bbox_2d": [1, 2, 3, 4], "label": "a"}]\n```'
+    draw = ('<think>x</think>\nAction: Object Mapper\n```json\n'
+            '[{"index": 1, "bbox_2d": [1, 2, 3, 4], "label": "a"}]\n```')
     answer = "<think>y</think>\nAction: Answer\n<answer>A</answer>"
     rows = [row("t", 1.0, "answer", [draw, draw, answer]), row("t", 0.0, "tool_error", [draw, "garbage"]),
             row("u", 0.5, "length", ["rambling"])]
