@@ -28,7 +28,7 @@ PARAMETERS = [
     ("keyframe_max_age_s", "60.0", float, "Frames older than this are dropped"),
     ("buffer_memory_mb", "512.0", float, "Memory budget of all buffered frames (never exceeded)"),
     ("engine", "transformers", str, "transformers | vllm | openai | replay"),
-    ("model", "AntResearchNLP/ViLaSR", str, "Hub id / local path, or the served model name (openai)"),
+    ("model", "embedded", str, "embedded (shipped), a hub id / local path, or the served model name (openai)"),
     ("replay_file", "", str, "replay engine: transcript file to play back"),
     ("openai_base_url", "http://localhost:8000/v1", str, "openai engine: server base URL"),
     ("device", "auto", str, "transformers engine: torch device"),

@@ -88,7 +88,7 @@ def test_vllm_request_building_without_vllm():
     greedy = sampling_args(s.request(), 0, 0.9, None)
     assert (greedy["temperature"], greedy["top_p"]) == (0.0, 1.0)
     with pytest.raises(ImportError):
-        create_engine("vllm", "ckpt")  # imported only when chosen; absent on CPU machines
+        create_engine("vllm", "embedded")  # imported only when chosen; absent on CPU machines
 
 
 def test_unknown_engine_and_missing_model():

@@ -193,8 +193,8 @@ QUESTIONS = {"rig_side": side, "rig_nearest": nearest, "rig_floor_count": floor_
 
 
 def rig_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTask:
-    """Item ``index`` of the rig set with this seed. Rig trajectories are not reflective:
-    ``reflective_share`` is accepted for a uniform generator signature and must be 0 or is ignored."""
+    """Item ``index`` of the rig set with this seed (independent of how many are generated). Rig
+    trajectories are never reflective: ``reflective_share`` keeps the generators' common signature."""
     rng = np.random.default_rng([seed, index, 3])
     sub_task = SUB_TASKS[index % len(SUB_TASKS)]
     for _ in range(MAX_TRIES):
