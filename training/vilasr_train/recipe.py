@@ -343,23 +343,8 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     data, timing_path = out / "data", out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    models = {"init": out / "init"}
-    models["stage1"] = out / "stage1"
-    models["stage2"] = out / "stage2" / "sft"
-    models["stage3"] = out / "stage3"
-    steps = [
-        ("data", lambda d: make_data(recipe, data)),
-        ("init", lambda d: init_model(recipe, d, data)),
-        ("stage1", lambda d: run_stage("stage1", recipe, models["init"], data, d)),
-        ("eval_stage1", lambda d: stage_eval(models["stage1"], d)),
-        ("stage2", lambda d: run_stage("stage2", recipe, models["stage1"], data, d)),
-        ("eval_stage2", lambda d: stage_eval(models["stage2"], d)),
-        ("stage3", lambda d: run_stage("stage3", recipe, models["stage2"], data, d)),
-        ("eval_stage3", lambda d: stage_eval(models["stage3"], d)),
-        ("passk_stage1", lambda d: stage_passk(models["stage1"], d)),
-        ("passk_stage3", lambda d: stage_passk(models["stage3"], d)),
-        ("report", lambda d: (export_model(models["stage3"], out / "model", recipe), write_report(out, recipe, data))),
-    ]
+    models = {"init": out / "init", "stage1": out / "stage1", "stage2": out / "stage2" / "sft",
+              "stage3": out / "stage3"}
 
     def stage_eval(model: Path, d: Path) -> None:
         if (model / UNCHANGED).is_file():  # same weights as the stage before: same greedy answers
@@ -374,6 +359,23 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
         rows = evaluate(model, recipe, data, d, samples=recipe["eval"]["pass_k"])
         (d / "passk.json").write_text(json.dumps(pass_at_k(rows), indent=1, sort_keys=True) + "\n")
 
+    def finish(d: Path) -> None:
+        export_model(models["stage3"], out / "model", recipe)
+        write_report(out, recipe, data)
+
+    steps = [
+        ("data", lambda d: make_data(recipe, data)),
+        ("init", lambda d: init_model(recipe, d, data)),
+        ("stage1", lambda d: run_stage("stage1", recipe, models["init"], data, d)),
+        ("eval_stage1", lambda d: stage_eval(models["stage1"], d)),
+        ("stage2", lambda d: run_stage("stage2", recipe, models["stage1"], data, d)),
+        ("eval_stage2", lambda d: stage_eval(models["stage2"], d)),
+        ("stage3", lambda d: run_stage("stage3", recipe, models["stage2"], data, d)),
+        ("eval_stage3", lambda d: stage_eval(models["stage3"], d)),
+        ("passk_stage1", lambda d: stage_passk(models["stage1"], d)),
+        ("passk_stage3", lambda d: stage_passk(models["stage3"], d)),
+        ("report", finish),
+    ]
     names = [s for s, _ in steps]
     if until is not None and until not in names:
         raise InputError(f"unknown step {until!r}; the steps are {', '.join(names)}")
