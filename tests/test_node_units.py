@@ -340,14 +340,15 @@ def test_engine_arguments_follow_the_parameters(changes, expected):
     assert engine_arguments(BASE | changes) == expected
 
 
-def test_the_model_profile_fills_only_what_the_user_left_unset(tmp_path):
+def test_the_model_profile_fills_only_what_is_left_at_its_default(tmp_path):
     (tmp_path / "vilasr_model.json").write_text('{"max_pixels": 200704, "max_new_tokens": 320, "temperature": 0.0}')
     values = BASE | {"model": str(tmp_path)}
-    assert params.with_profile(values, set()) == values | {"max_pixels": 200704, "max_new_tokens": 320, "greedy": True}
-    assert params.with_profile(values, {"max_pixels", "greedy"}) == values | {"max_new_tokens": 320}
-    assert params.with_profile(values | {"engine": "openai"}, set()) == values | {"engine": "openai"}
+    assert params.with_profile(values) == values | {"max_pixels": 200704, "max_new_tokens": 320, "greedy": True}
+    chosen = values | {"max_pixels": 100352, "temperature": 0.9}  # the user's own choices stay
+    assert params.with_profile(chosen) == chosen | {"max_new_tokens": 320}
+    assert params.with_profile(values | {"engine": "openai"}) == values | {"engine": "openai"}
     missing = BASE | {"model": str(tmp_path / "none")}
-    assert params.with_profile(missing, set()) == missing
+    assert params.with_profile(missing) == missing
 
 
 def test_replay_needs_a_file_and_names_itself():

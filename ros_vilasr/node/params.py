@@ -71,9 +71,9 @@ PARAMETERS: tuple[Param, ...] = (
           choices=ENGINES, applies="configure"),
     Param("model", DEFAULT_MODEL,
           "Hub id or local path of the weights (transformers, vllm), 'embedded' (the small model "
-          "shipped in the package; its profile sets max_pixels, max_new_tokens and greedy unless "
-          "they are given), or the served model name (openai). Read-only after configure. Unused "
-          "by the replay engine.",
+          "shipped in the package; its profile sets max_pixels, max_new_tokens and greedy while "
+          "they are at their defaults), or the served model name (openai). Read-only after "
+          "configure. Unused by the replay engine.",
           applies="configure"),
     Param("replay_file", "",
           "replay engine: transcript file (JSON / JSON lines with 'conversations', as "
@@ -120,16 +120,18 @@ NAMES = tuple(BY_NAME)
 READ_ONLY_AFTER_CONFIGURE = ("engine", "model")
 
 
-def with_profile(values: dict, explicit: set[str]) -> dict:
-    """``values`` with the model's run profile (``core.models.run_profile``) applied to the budget
-    and decoding parameters the user did not set."""
+def with_profile(values: dict) -> dict:
+    """``values`` with the model's run profile (``core.models.run_profile``) applied to the budgets
+    still at their defaults (launch and parameter files pass every default explicitly, so "left at
+    the default" is what "not chosen" means here); the profile's greedy decoding applies while
+    ``greedy`` and ``temperature`` are both at their defaults."""
     if values["engine"] not in ("transformers", "vllm"):
         return values
     profile = run_profile(values["model"])
     chosen = {k: profile[k] for k in ("max_pixels", "max_new_tokens") if k in profile}
-    if "temperature" in profile:
+    if "temperature" in profile and values["temperature"] == BY_NAME["temperature"].default:
         chosen["greedy"] = profile["temperature"] == 0
-    return values | {k: v for k, v in chosen.items() if k not in explicit}
+    return values | {k: v for k, v in chosen.items() if values[k] == BY_NAME[k].default}
 
 
 def launch_default(param: Param) -> str:

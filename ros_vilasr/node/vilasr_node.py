@@ -117,8 +117,6 @@ class VilasrNode(LifecycleNode):
         core_logger.setLevel(logging.INFO)
         core_logger.propagate = False  # the ROS logger prints it; no second copy on stderr
         params.declare_all(self)
-        # parameters the user chose (launch / -p / set_parameters): the model's profile never overrides them
-        self._explicit = set(getattr(self, "_parameter_overrides", {}))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._parameters_changed)
         self._serving_group = ReentrantCallbackGroup()  # action server, ~/ask, diagnostics
@@ -152,7 +150,7 @@ class VilasrNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _values(self) -> dict:
-        return params.with_profile({name: self._p(name) for name in params.NAMES}, self._explicit)
+        return params.with_profile({name: self._p(name) for name in params.NAMES})
 
     def _keyframe_settings(self) -> KeyFrameSettings:
         return KeyFrameSettings(
@@ -174,7 +172,6 @@ class VilasrNode(LifecycleNode):
 
     def _parameters_changed(self, changes) -> None:
         names = {c.name for c in changes}
-        self._explicit |= names
         if names & set(KEYFRAME_PARAMS):
             self._buffer.apply(self._keyframe_settings())
         if "max_pending" in names and self._worker is not None:
