@@ -120,14 +120,15 @@ NAMES = tuple(BY_NAME)
 READ_ONLY_AFTER_CONFIGURE = ("engine", "model")
 
 
-def with_profile(values: dict) -> dict:
+def with_profile(values: dict, profile: dict | None = None) -> dict:
     """``values`` with the model's run profile (``core.models.run_profile``) applied to the budgets
     still at their defaults (launch and parameter files pass every default explicitly, so "left at
     the default" is what "not chosen" means here); the profile's greedy decoding applies while
-    ``greedy`` and ``temperature`` are both at their defaults."""
+    ``greedy`` and ``temperature`` are both at their defaults. ``profile``: the model's, if already
+    read."""
     if values["engine"] not in ("transformers", "vllm"):
         return values
-    profile = run_profile(values["model"])
+    profile = run_profile(values["model"]) if profile is None else profile
     chosen = {k: profile[k] for k in ("max_pixels", "max_new_tokens") if k in profile}
     if "temperature" in profile and values["temperature"] == BY_NAME["temperature"].default:
         chosen["greedy"] = profile["temperature"] == 0

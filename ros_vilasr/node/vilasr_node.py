@@ -33,6 +33,7 @@ from visualization_msgs.msg import ImageMarker
 
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import create_engine
+from ros_vilasr.core.models import run_profile
 from ros_vilasr.core.session import Budget, Session
 from ros_vilasr_interfaces.action import SpatialQuery
 from ros_vilasr_interfaces.msg import SpatialAnswer
@@ -122,6 +123,7 @@ class VilasrNode(LifecycleNode):
         self._serving_group = ReentrantCallbackGroup()  # action server, ~/ask, diagnostics
         self._image_group = MutuallyExclusiveCallbackGroup()  # frames are handled in order
         self._configured = False
+        self._profile: dict | None = None  # the model's run profile, read once per configuration
         self._serving = False
         self._buffer = KeyFrameBuffer(self._keyframe_settings())
         self._camera_stats: dict[str, CameraStats] = {}
@@ -150,7 +152,7 @@ class VilasrNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _values(self) -> dict:
-        return params.with_profile({name: self._p(name) for name in params.NAMES})
+        return params.with_profile({name: self._p(name) for name in params.NAMES}, self._profile)
 
     def _keyframe_settings(self) -> KeyFrameSettings:
         return KeyFrameSettings(
@@ -198,6 +200,7 @@ class VilasrNode(LifecycleNode):
             if (why := params.check_value(name, value)) is not None:
                 raise ValueError(why)
         engine_arguments(values)  # fails early on an engine that cannot be built from these
+        self._profile = run_profile(values["model"])  # the model is read-only while configured
         self._answer_publisher = self.create_lifecycle_publisher(SpatialAnswer, "~/answer", 10)
         self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
         self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
@@ -276,6 +279,7 @@ class VilasrNode(LifecycleNode):
         self._unconfigure()
 
     def _unconfigure(self) -> None:
+        self._profile = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None

@@ -25,7 +25,7 @@ from ros_vilasr.core.images import MAX_PIXELS_TRAIN, resized_size
 from ros_vilasr.core.protocol import OBJECT_MAPPER, PATH_TRACER
 
 from . import scene as sc
-from .trajectories import OracleDialogue, PlanStep, SynthTask, box_op, line_op
+from .trajectories import OracleDialogue, PlanStep, Reject, SynthTask, box_op, line_op, until_unambiguous
 
 CAMERA_SIZE = (640, 480)  # what the rig's cameras publish (the demo recording's size)
 GRID = resized_size(*CAMERA_SIZE, MAX_PIXELS_TRAIN)  # what the model sees: 504x364
@@ -38,10 +38,6 @@ SIDE_MARGIN = 24  # grid pixels between the two centres of a side question
 DISTANCE_MARGIN = 0.3  # metres between the closest and the second closest candidate
 MAX_TRIES = 200
 SUB_TASKS = ("rig_side", "rig_nearest", "rig_floor_count")
-
-
-class Reject(Exception):
-    """This scene cannot ask the question unambiguously; draw another."""
 
 
 @dataclasses.dataclass
@@ -197,16 +193,14 @@ def rig_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTask:
     trajectories are never reflective: ``reflective_share`` keeps the generators' common signature."""
     rng = np.random.default_rng([seed, index, 3])
     sub_task = SUB_TASKS[index % len(SUB_TASKS)]
-    for _ in range(MAX_TRIES):
-        try:
-            room, cameras = rig_cameras(rng)
-            views = render_views(random_rig_scene(rng, room), cameras)
-            used, question, options, problem_type, answer, steps, thought = QUESTIONS[sub_task](rng, views)
-            break
-        except Reject:
-            continue
-    else:
-        raise RuntimeError(f"no unambiguous {sub_task} scene in {MAX_TRIES} tries (seed {seed}, item {index})")
+
+    def attempt():
+        room, cameras = rig_cameras(rng)
+        views = render_views(random_rig_scene(rng, room), cameras)
+        return views, *QUESTIONS[sub_task](rng, views)
+
+    views, used, question, options, problem_type, answer, steps, thought = until_unambiguous(
+        attempt, f"{sub_task} scene (seed {seed}, item {index})", MAX_TRIES)
     dialogue = OracleDialogue(len(used))
     dialogue.play(steps)
     dialogue.answer(thought, answer)

@@ -28,12 +28,14 @@ from .trajectories import (
     Mistake,
     OracleDialogue,
     PlanStep,
+    Reject,
     SynthTask,
     box_op,
     is_reflective_share,
     line_op,
     model_grid_size,
     multiple_choice,
+    until_unambiguous,
 )
 
 WIDTH, HEIGHT = 448, 336  # multiples of 28 below the training pixel cap: the model sees them unresized
@@ -52,10 +54,6 @@ SUB_TASKS = ("object_rel_direction", "object_rel_distance", "object_size_estimat
 QUADRANTS = ("front-left", "front-right", "back-left", "back-right")
 
 Box = tuple[int, int, int, int]
-
-
-class Reject(Exception):
-    """This scene cannot ask the question unambiguously; draw another."""
 
 
 @dataclasses.dataclass
@@ -391,14 +389,8 @@ def scene_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTas
     rng = np.random.default_rng([seed, index, 2])
     sub_task = SUB_TASKS[index % len(SUB_TASKS)]
     reflective = is_reflective_share(index, reflective_share)
-    for _ in range(MAX_TRIES):
-        try:
-            views, question, options, answer, steps, mistake, thought = QUESTIONS[sub_task](rng, reflective)
-            break
-        except Reject:
-            continue
-    else:
-        raise RuntimeError(f"no unambiguous {sub_task} scene in {MAX_TRIES} tries (seed {seed}, item {index})")
+    views, question, options, answer, steps, mistake, thought = until_unambiguous(
+        lambda: QUESTIONS[sub_task](rng, reflective), f"{sub_task} scene (seed {seed}, item {index})", MAX_TRIES)
     dialogue = OracleDialogue(len(views.images))
     dialogue.play(steps, mistake)
     dialogue.answer(thought, answer)

@@ -61,6 +61,21 @@ class SynthTask:
         return "video" if self.kind == "video" else "multi_view"
 
 
+class Reject(Exception):
+    """This scene (or maze) cannot ask the question unambiguously; draw another."""
+
+
+def until_unambiguous(attempt, what: str, tries: int = 200):
+    """``attempt()``'s result, retried (the generator's random state moves on) while it raises
+    ``Reject``; ``what`` names the task in the error when ``tries`` attempts all fail."""
+    for _ in range(tries):
+        try:
+            return attempt()
+        except Reject:
+            continue
+    raise RuntimeError(f"no unambiguous {what} in {tries} tries")
+
+
 def model_grid_size(width: int, height: int) -> tuple[int, int]:
     """Size the model sees, checked to be the same at evaluation and training resolution: one
     trajectory then serves both. Generators render their images at exactly this size."""

@@ -194,7 +194,7 @@ def drawing_turns(row: dict) -> tuple[int, int]:
     tool error, a bad index or the token limit."""
     turns = [m for m in row["conversations"] if m.get("role", m.get("from")) in ("assistant", "gpt")]
     executed = sum(protocol.parse_turn(m.get("content", m.get("value", ""))).action in protocol.TOOLS
-                   for m in turns[:-1] if m)
+                   for m in turns[:-1])
     failed = int(row["finish_reason"] in ("tool_error", "bad_index", "length"))
     return executed, failed
 
