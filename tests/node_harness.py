@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from action_msgs.msg import GoalStatus
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -243,6 +244,17 @@ class Client:
         future = self.action.send_goal_async(goal, feedback_callback=fb)
         handle = wait_for(lambda: future.done() and future, what="goal response").result()
         return handle if handle.accepted else None
+
+    def rejection(self, question: str, **fields) -> str:
+        """The reason the node gives for refusing this goal (accepted, then aborted at once with
+        finish_reason "rejected"); fails when the goal is not refused."""
+        handle = self.send_goal(question, **fields)
+        assert handle is not None, "the node accepts every goal and answers the refused ones"
+        result = self.result(handle)
+        answer = result.result.answer
+        assert (result.status, answer.finish_reason) == (GoalStatus.STATUS_ABORTED, "rejected"), answer
+        assert answer.question == question and answer.error
+        return answer.error
 
     def result(self, handle, timeout: float = TIMEOUT):
         future = handle.get_result_async()

@@ -118,8 +118,7 @@ def test_goals_beyond_max_pending_are_rejected_with_a_reason(node):
     assert first is not None and second is not None  # one running, one queued: max_pending = 2
     wait_for(lambda: first.status == GoalStatus.STATUS_EXECUTING, what="the first goal to execute")
     assert second.status == GoalStatus.STATUS_ACCEPTED  # queued behind it
-    assert node.send_goal("third question", cameras=[CAM]) is None
-    wait_for(lambda: "queries pending (max_pending = 2)" in node.proc.log(), what="the reason in the log")
+    assert "queries pending (max_pending = 2)" in node.rejection("third question", cameras=[CAM])
     n = len(node.answers)
     node.ask_pub.publish(String(data="fourth question"))
     rejected = wait_for(lambda: next((a for a in node.answers[n:] if a.question == "fourth question"), None),

@@ -332,8 +332,9 @@ BASE = {p.name: p.default for p in params.PARAMETERS}
     ({"engine": "vllm", "dtype": "float16", "max_images": 20, "max_pixels": 200704},
      ("vllm", "embedded", {"temperature": 0.75, "top_p": 0.9, "max_images": 20, "max_pixels": 200704,
                            "dtype": "float16"})),
-    ({"engine": "openai", "model": "served", "openai_base_url": "http://gpu:9000/v1"},
-     ("openai", "served", {"base_url": "http://gpu:9000/v1", "temperature": 0.75, "top_p": 0.9})),
+    ({"engine": "openai", "model": "served", "openai_base_url": "http://gpu:9000/v1", "openai_timeout_s": 30.0},
+     ("openai", "served", {"base_url": "http://gpu:9000/v1", "timeout_s": 30.0, "temperature": 0.75,
+                           "top_p": 0.9})),
     ({"engine": "replay", "replay_file": "/tmp/t.json"}, ("replay", "/tmp/t.json", {})),
 ])
 def test_engine_arguments_follow_the_parameters(changes, expected):

@@ -97,8 +97,8 @@ class QueryClient:
               timeout_s: float = 600.0, stop: threading.Event | None = None):
         """Send ``goal`` and wait: (status name, SpatialAnswer or None). ``on_feedback`` gets each
         reasoning step once, in step order, before this returns. ``status`` is "rejected" when the
-        node refuses the goal (its log says why), "timeout" or "stopped" when we give up (the goal
-        is then cancelled)."""
+        node refuses the goal (the answer's ``error`` says why), "timeout" or "stopped" when we give
+        up (the goal is then cancelled)."""
         goal_id = UUID(uuid=list(uuid.uuid4().bytes))
         steps_seen: set[int] = set()
 
@@ -126,6 +126,8 @@ class QueryClient:
             answer = response.result.answer
             expected = {s.step for s in answer.steps}
             self._wait(lambda: expected <= steps_seen, FEEDBACK_GRACE_S, stop)
+            if answer.finish_reason == "rejected":  # the node accepts every goal, then aborts with why
+                return "rejected", answer
             return STATUS_NAMES.get(response.status, f"status {response.status}"), answer
         finally:
             with self._feedback_lock:

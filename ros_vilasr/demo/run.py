@@ -275,8 +275,8 @@ def _ask(client, number: int, q: dict, choice: EngineChoice, args, stop) -> dict
             break
         time.sleep(1.0)
     tag = "[replay] " if choice.is_replay else ""
-    if answer is None:
-        say(f"  {tag}no answer: {status}")
+    if answer is None or status == "rejected":
+        say(f"  {tag}no answer: {status}" + (f" ({answer.error})" if answer is not None else ""))
         return {"question": q["question"], "status": status, "correct": False, "truth": q["answer"]}
     ok = answer.finish_reason == "answer" and is_correct(answer.answer, q["answer"], q["problem_type"])
     say(f"  {tag}answer: {printable(answer.answer, 200) or '(none)'}  ({answer.finish_reason}, "

@@ -65,6 +65,11 @@ PARAMETERS: tuple[Param, ...] = (
           "Memory budget of all buffered frames together; never exceeded (oldest key frames "
           "across cameras are evicted first; a frame larger than the budget is dropped).",
           range=(0.1, 65536.0), applies="buffer"),
+    Param("max_frame_pixels", 4096 * 4096,
+          "Largest camera frame taken (width x height; a compressed frame's is read from its "
+          "header before decoding). Larger frames, and frames with a side under 28 px or an aspect "
+          "ratio over 200, are dropped and counted in /diagnostics.",
+          range=(28 * 28, 2**31 - 1), applies="buffer"),
     # model and engine
     Param("engine", "transformers",
           "Inference back end. Read-only after configure (clean up the node to change it).",
@@ -82,6 +87,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("openai_base_url", "http://localhost:8000/v1",
           "openai engine: base URL of the OpenAI-compatible server (vLLM, SGLang, llama.cpp).",
           applies="activate"),
+    Param("openai_timeout_s", 120.0,
+          "openai engine: seconds a request may wait for the server before the query ends with "
+          "engine_error (cancel and deactivate abort a request at once, whatever this is).",
+          range=(1.0, 3600.0), applies="activate"),
     Param("device", "auto", "transformers engine: torch device (auto = cuda when available, else cpu).",
           applies="activate"),
     Param("dtype", "auto",
@@ -108,6 +117,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("max_pending", 4,
           "Queries accepted but not finished (running + queued); more are rejected with a reason.",
           range=(1, MAX_PENDING_LIMIT)),
+    Param("max_question_chars", 4000,
+          "Longest question (options included) a query may have; longer ones are rejected with "
+          "the reason.", range=(1, 1_000_000)),
     # node
     Param("autostart", True, "Configure and activate on start, without a lifecycle manager.",
           applies="always"),

@@ -41,21 +41,23 @@ class Job:
     on_done: Callable[[Job], None] | None = None
     feedback: Callable[[Any], None] | None = None  # an action goal's publish_feedback
     goal_handle: Any = None  # the action goal this job serves, if any
+    server: Any = None  # the action server that accepted that goal (it outlives the goal's result)
     answer: Any = None  # the result message, built once when the job is done
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     session: Any = None  # core.session.Session once started
-    error: str | None = None
+    error: str | None = None  # why it ended without an answer (also for cancelled and rejected jobs)
+    rejected: bool = False  # refused before it ran: the result says why instead of an answer
     accepted: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
 
     @property
     def finish_reason(self) -> str:
+        if self.rejected:
+            return "rejected"
         if self.session is not None and self.session.finish_reason:
             return self.session.finish_reason
-        if self.error is not None:
-            return "error"
         return "cancelled" if self.cancel.is_set() else "error"
 
     @property
@@ -74,6 +76,8 @@ class QueryWorker:
         self._pending = 0
         self._running: Job | None = None
         self._stopped = False
+        self._abandoned = False  # stop() gave up waiting: the running job was ended without us
+        self._on_exit: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -130,9 +134,15 @@ class QueryWorker:
                         job.on_start(job)
                     self.run(job)
                 except Exception as exc:  # noqa: BLE001 - a failed query must not kill the worker
-                    log.exception("query %r failed", job.question)
+                    log.exception("query %r failed", short(job.question))
                     job.error = f"{type(exc).__name__}: {exc}"
-            self._running = None
+            with self._wake:
+                self._running = None
+                abandoned = self._abandoned
+            if abandoned:  # stop() ended this job already; the engine call has returned at last
+                if self._on_exit is not None:
+                    self._on_exit()
+                return
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
@@ -143,20 +153,42 @@ class QueryWorker:
             try:
                 job.on_done(job)
             except Exception:  # noqa: BLE001
-                log.exception("publishing the result of %r failed", job.question)
+                log.exception("publishing the result of %r failed", short(job.question))
         job.done.set()
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Cancel the running and queued jobs, finish them, end the thread (True if it ended)."""
+    def stop(self, timeout: float, reason: str = "", on_exit: Callable[[], None] | None = None) -> bool:
+        """Cancel and end every job within ``timeout`` s, whatever the engine does. Queued jobs
+        end at once. A running job that has not returned by then is ended here (cancelled, with
+        ``reason``) and left to its thread, which calls ``on_exit`` once the engine call returns
+        (so the engine is freed then, not under it). True when the thread ended in time."""
         with self._wake:
             self._stopped = True
-            for job in self._queue:
+            queued = list(self._queue)
+            self._queue.clear()
+            running = self._running
+            for job in [*queued, *([running] if running else [])]:
+                job.error = job.error or reason or None
                 job.cancel.set()
-            if self._running is not None:
-                self._running.cancel.set()
             self._wake.notify_all()
+        for job in queued:
+            self._finish(job)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        with self._wake:
+            running = self._running
+            if running is not None:
+                self._abandoned, self._on_exit = True, on_exit
+        if running is None:  # it returned just now: only its _finish is left
+            self._thread.join()
+            return True
+        self._finish(running)
+        return False
+
+
+def short(text: str, limit: int = 80) -> str:
+    """A field as logs show it: long questions are cut (a 1 MB question must not flood the log)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 # -- typed answers -------------------------------------------------------------------------------
@@ -210,8 +242,8 @@ def engine_arguments(p: dict) -> tuple[str, str | None, dict]:
             options["dtype"] = p["dtype"]
         return name, p["model"], options
     if name == "openai":
-        return name, p["model"], {"base_url": p["openai_base_url"], "temperature": temperature,
-                                  "top_p": p["top_p"]}
+        return name, p["model"], {"base_url": p["openai_base_url"], "timeout_s": p["openai_timeout_s"],
+                                  "temperature": temperature, "top_p": p["top_p"]}
     if name == "replay":
         if not p["replay_file"]:
             raise ValueError("engine 'replay' needs parameter replay_file (a transcript file)")

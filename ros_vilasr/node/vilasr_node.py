@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -26,7 +27,14 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind, qos_profile_sensor_data
+from rclpy.qos import (
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_policy_name_from_kind,
+    qos_profile_sensor_data,
+    qos_profile_services_default,
+)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import ImageMarker
@@ -50,11 +58,20 @@ from .queries import (
     QueryWorker,
     engine_arguments,
     model_id,
+    short,
 )
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 KEYFRAME_PARAMS = ("keyframe_min_interval_s", "keyframe_change_threshold", "keyframes_per_camera",
                    "keyframe_max_age_s", "buffer_memory_mb")
+# Requests queue this deep before DDS drops any: a burst of goals or ~/ask messages (a fleet
+# asking at once) must each get an outcome, and the node answers those it cannot run at once.
+REQUEST_DEPTH = 1000
+REQUESTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REQUEST_DEPTH,
+                          reliability=qos_profile_services_default.reliability,
+                          durability=qos_profile_services_default.durability)
+STOP_WAIT_S = 1.0  # how long a transition waits for the running query before ending it without it
+MAX_CALLS_LIMIT = int(params.BY_NAME["max_calls"].range[1])
 
 
 @dataclass
@@ -136,7 +153,7 @@ class VilasrNode(LifecycleNode):
         self._camera_subscriptions = []
         self._ask_subscription = None
         self._query_server = None
-        self._retiring = None  # (action server, timer) of a deactivation, until its results are out
+        self._retiring: list = []  # [action server, timer] of a cleanup, until its results are out
         self._answer_publisher = self._annotated_publisher = self._markers_publisher = None
         self._diagnostics_publisher = self._diagnostics_timer = None
         self._staged_goals: dict[int, tuple] = {}  # id(goal message) -> (goal, job), until accepted
@@ -205,6 +222,17 @@ class VilasrNode(LifecycleNode):
         self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
         self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._destroy_retiring_server()  # two servers of one action must never coexist
+        # The action server lives as long as the configuration, so a goal sent to an inactive node
+        # is answered (aborted, with the reason in its result) rather than left unheard. Nothing
+        # here blocks the executor: accepted goals go to the worker, and only when the worker is
+        # done is the goal "executed" — a quick callback that sends the result.
+        self._query_server = ActionServer(
+            self, SpatialQuery, "~/query", execute_callback=self._finish_goal,
+            goal_callback=self._on_goal, handle_accepted_callback=self._on_accepted,
+            cancel_callback=self._on_cancel, callback_group=self._serving_group,
+            goal_service_qos_profile=REQUESTS_QOS, result_service_qos_profile=REQUESTS_QOS,
+            cancel_service_qos_profile=REQUESTS_QOS)
         self._buffer.apply(self._keyframe_settings())
         self._start_diagnostics_timer()
         self._configured = True
@@ -229,19 +257,12 @@ class VilasrNode(LifecycleNode):
         self._engine_params = values
         self._engine_state = "ready"
         self.get_logger().info(f"engine ready in {time.monotonic() - start:.1f} s")
-        self._destroy_retiring_server()  # its results went out before this transition ran
         try:
             result = super().on_activate(state)  # publishers first: results must go out
             self._worker = QueryWorker(self._run_job, max_pending=values["max_pending"])
             self._subscribe_cameras(values["image_topics"], values["image_reliability"])
             self._ask_subscription = self.create_subscription(
-                String, "~/ask", self._on_ask, 10, callback_group=self._serving_group)
-            # Nothing here blocks the executor: accepted goals go to the worker, and only when
-            # the worker is done is the goal "executed" — a quick callback that sends the result.
-            self._query_server = ActionServer(
-                self, SpatialQuery, "~/query", execute_callback=self._finish_goal,
-                goal_callback=self._on_goal, handle_accepted_callback=self._on_accepted,
-                cancel_callback=self._on_cancel, callback_group=self._serving_group)
+                String, "~/ask", self._on_ask, REQUESTS_QOS, callback_group=self._serving_group)
         except Exception:
             self._stop_serving()  # back to a clean inactive node, the model freed
             super().on_deactivate(state)
@@ -280,6 +301,9 @@ class VilasrNode(LifecycleNode):
 
     def _unconfigure(self) -> None:
         self._profile = None
+        if self._query_server is not None:
+            self._retire_query_server(self._query_server)
+            self._query_server = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
@@ -302,48 +326,58 @@ class VilasrNode(LifecycleNode):
         if self._ask_subscription is not None:
             self.destroy_subscription(self._ask_subscription)
             self._ask_subscription = None
-        stuck = False
-        if self._worker is not None:
-            if not self._worker.stop(timeout=120.0):
-                stuck = True
-                self.get_logger().error("the running query did not stop within 120 s: its engine is left "
-                                        "to it (not released) rather than freed under it")
-            self._worker = None
-        if self._query_server is not None:
-            self._retire_query_server(self._query_server)
-            self._query_server = None
+        worker, self._worker = self._worker, None
+        engine, self._engine = self._engine, None
         self._staged_goals.clear()
-        if stuck:
-            self._engine_state = "stuck"
-            self._engine = None
-        if self._engine is not None:
-            self._engine_state = "releasing"
-            self._engine.close()
-            gc.collect()
+        release = functools.partial(self._release, engine)
+        if worker is not None and not worker.stop(STOP_WAIT_S, reason="the node stopped serving (lifecycle "
+                                                  "transition or shutdown)", on_exit=release):
+            # The engine is busy in a call that ignores cancel: its query has been ended without
+            # it, and the worker thread frees the engine when that call returns.
+            self._engine_state = "releasing: waiting for the engine's running call to return"
+            self.get_logger().warning(f"the running query did not stop within {STOP_WAIT_S:g} s: it was "
+                                      "ended without waiting; its engine is freed when its call returns")
+            return
+        release()
+
+    def _release(self, engine) -> None:
+        """Free an engine (on the worker thread when its call outlived the transition)."""
+        if engine is None:
+            return
+        engine.close()
+        gc.collect()
+        if self._engine is None:  # not re-activated with a new engine meanwhile
             self._engine_state = "released"
-            self._engine = None
-            self.get_logger().info("engine released")
+        self.get_logger().info("engine released")
 
     def _retire_query_server(self, server) -> None:
-        """Destroy the action server once the results of its last goals are out.
+        """Destroy the action server once every goal it accepted has its result out.
 
-        The worker just ended those goals; their result callbacks are queued on the executor this
-        transition runs on, so the server goes a moment later rather than under them."""
-        with self._jobs_lock:
-            in_flight = bool(self._goal_jobs)
-        if not in_flight or self.executor is None:
+        Deactivation has ended those goals; their result callbacks run on the executor this
+        transition runs on, so the server goes when they have (polled), not under them."""
+        if self.executor is None:
             server.destroy()
             return
-        self._retiring = (server, self.create_timer(1.0, self._destroy_retiring_server,
-                                                    callback_group=self._serving_group))
+        retiring = [server, None]
+        retiring[1] = self.create_timer(0.1, functools.partial(self._retire_when_done, retiring),
+                                        callback_group=self._serving_group)
+        self._retiring.append(retiring)
 
-    def _destroy_retiring_server(self) -> None:
-        """Also called on activate: two servers of one action must never coexist."""
-        if self._retiring is not None:
-            server, timer = self._retiring
-            self._retiring = None
+    def _retire_when_done(self, retiring: list) -> None:
+        server, timer = retiring
+        with self._jobs_lock:
+            open_goals = any(job.server is server for job in self._goal_jobs.values())
+        if not open_goals and retiring in self._retiring:
+            self._retiring.remove(retiring)
             self.destroy_timer(timer)
             server.destroy()
+
+    def _destroy_retiring_server(self) -> None:
+        """On configure: two servers of one action must never coexist."""
+        for server, timer in self._retiring:
+            self.destroy_timer(timer)
+            server.destroy()
+        self._retiring = []
 
     # -- cameras -------------------------------------------------------------------------------
 
@@ -372,7 +406,8 @@ class VilasrNode(LifecycleNode):
         stats = self._stats(camera)
         stats.received += 1
         try:
-            payload, pixels = compressed_payload(msg) if compressed else raw_payload(msg)
+            limit = self._p("max_frame_pixels")
+            payload, pixels = compressed_payload(msg, limit) if compressed else raw_payload(msg, limit)
             evictions = self._buffer.evictions
             self._buffer.offer(camera, msg.header, payload, pixels)
             if self._buffer.evictions != evictions and _MALLOC_TRIM is not None:
@@ -418,19 +453,27 @@ class VilasrNode(LifecycleNode):
                   max_calls: int = 0) -> Job:
         """A job with its frames chosen now, or QueryRejected with the reason."""
         if not self._serving:
-            raise QueryRejected("the node is not active")
+            raise QueryRejected("the node is not active (lifecycle state: "
+                                f"{'inactive' if self._configured else 'unconfigured'})")
         if not question.strip():
             raise QueryRejected("the question is empty")
+        limit = self._p("max_question_chars")
+        if (size := len(question) + sum(map(len, options))) > limit:
+            raise QueryRejected(f"the question and its options have {size} characters "
+                                f"(max_question_chars = {limit})")
         if problem_type not in PROBLEM_TYPES:
-            raise QueryRejected(f"unknown problem_type {problem_type!r} (one of {PROBLEM_TYPES})")
+            raise QueryRejected(f"unknown problem_type {short(problem_type)!r} (one of {PROBLEM_TYPES})")
+        if not math.isfinite(window_s) or window_s < 0:
+            raise QueryRejected(f"window_s must be a finite number of seconds >= 0 (got {window_s})")
         known = self._cameras()
         resolved = {self._resolve(t): t for t in known}
         chosen = []
         for cam in cameras or known:
             name = cam if cam in known else resolved.get(self._resolve(cam))
             if name is None:
-                raise QueryRejected(f"unknown camera {cam!r} (this node subscribes to {', '.join(known)})")
-            chosen.append(name)
+                raise QueryRejected(f"unknown camera {short(cam)!r} (this node subscribes to {', '.join(known)})")
+            if name not in chosen:  # a camera named twice is still one camera
+                chosen.append(name)
         cap = max(1, self._p("max_images") - 1)  # leave room for at least one drawing
         if selection == SELECT_LATEST:
             frames = self._buffer.latest(chosen)
@@ -444,7 +487,7 @@ class VilasrNode(LifecycleNode):
         if not frames:
             raise QueryRejected(f"no frames buffered yet from {', '.join(chosen)}")
         return Job(question.strip(), frames, list(options), problem_type,
-                   kind if len(frames) > 1 else "single", max_calls)
+                   kind if len(frames) > 1 else "single", min(max_calls, MAX_CALLS_LIMIT))
 
     def _run_job(self, job: Job) -> None:
         """On the worker thread: one session, driven by the core, streaming each step."""
@@ -458,25 +501,32 @@ class VilasrNode(LifecycleNode):
         on_step = functools.partial(self._publish_step, job, next(self._query_ids))
         run_sessions([job.session], self._engine, on_step=on_step, cancel=job.cancel)
 
-    def _on_goal(self, goal) -> GoalResponse:
+    def _admit(self, question: str, options=(), problem_type: str = "", **selection) -> Job:
+        """The query's job with a pending slot reserved, or a rejected job saying why."""
         try:
-            job = self._make_job(goal.question, goal.options, goal.problem_type, goal.cameras,
-                                 goal.frame_selection, goal.max_frames, goal.window_s, goal.max_calls)
+            job = self._make_job(question, options, problem_type, **selection)
         except QueryRejected as exc:
-            return self._reject(f"rejecting goal {goal.question!r}: {exc}")
+            return self._rejected_job(question, options, problem_type, str(exc))
         worker = self._worker
         if worker is None or not worker.reserve():
-            return self._reject(f"rejecting goal {goal.question!r}: {worker.pending if worker else 0} "
-                                f"queries pending (max_pending = {self._p('max_pending')})")
+            return self._rejected_job(question, options, problem_type, f"{worker.pending if worker else 0} "
+                                      f"queries pending (max_pending = {self._p('max_pending')})")
+        return job
+
+    def _rejected_job(self, question: str, options, problem_type: str, reason: str) -> Job:
+        self._rejected += 1
+        self.get_logger().warning(f"rejecting {short(question)!r}: {reason}")
+        return Job(question, [], list(options), problem_type, rejected=True, error=reason)
+
+    def _on_goal(self, goal) -> GoalResponse:
+        """Every goal is accepted: one the node cannot run is then aborted at once with the reason
+        in its result (rclpy's goal response cannot carry a reason), so no client is left guessing."""
+        job = self._admit(goal.question, list(goal.options), goal.problem_type, cameras=list(goal.cameras),
+                          selection=goal.frame_selection, max_frames=goal.max_frames, window_s=goal.window_s,
+                          max_calls=goal.max_calls)
         with self._jobs_lock:
             self._staged_goals[id(goal)] = (goal, job)
         return GoalResponse.ACCEPT
-
-    def _reject(self, reason: str) -> GoalResponse:
-        # rclpy's goal response cannot carry a reason: the log says it.
-        self._rejected += 1
-        self.get_logger().warning(reason)
-        return GoalResponse.REJECT
 
     def _on_cancel(self, goal_handle) -> CancelResponse:
         with self._jobs_lock:
@@ -489,23 +539,27 @@ class VilasrNode(LifecycleNode):
         return CancelResponse.ACCEPT
 
     def _on_accepted(self, goal_handle) -> None:
-        """Hand the accepted goal to the worker; the executor thread returns at once."""
+        """Hand the accepted goal to the worker (or end it now); the executor thread returns at once."""
         with self._jobs_lock:
             goal, job = self._staged_goals.pop(id(goal_handle.request), (None, None))
             # Goals are staged and accepted on the one executor thread, so this cannot happen; refuse cleanly
             if job is None or goal is not goal_handle.request:
-                job = Job(goal_handle.request.question, [])
-                job.error = "internal: the accepted goal has no staged query"
-            job.goal_handle = goal_handle
+                job = Job(goal_handle.request.question, [], rejected=True,
+                          error="internal: the accepted goal has no staged query")
+            job.goal_handle, job.server = goal_handle, self._query_server
             self._goal_jobs[bytes(goal_handle.goal_id.uuid)] = job
         job.feedback = goal_handle.publish_feedback
         job.on_start = self._goal_started
-        job.on_done = functools.partial(self._goal_done, self._query_server)
+        job.on_done = self._goal_done
         if goal_handle.is_cancel_requested:
             job.cancel.set()
         worker = self._worker
-        if worker is None or not job.frames:  # deactivated meanwhile (or the staging failed)
+        if job.rejected:
+            job.finished = time.monotonic()
+            job.on_done(job)
+        elif worker is None:  # deactivated since the goal was admitted: its slot went with the worker
             job.cancel.set()
+            job.error = "the node stopped serving before the goal started"
             job.on_done(job)
         else:
             worker.submit(job)
@@ -526,15 +580,15 @@ class VilasrNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001
             self.get_logger().debug(f"goal stays ACCEPTED while executing: {exc}")
 
-    def _goal_done(self, server, job: Job) -> None:
+    def _goal_done(self, job: Job) -> None:
         """Worker thread: publish the answer, then let the executor send the goal's result (on
-        the server that accepted it, which outlives a deactivation until then)."""
+        the server that accepted it, which outlives a cleanup until then)."""
         self._publish_answer(job)
         goal_handle = job.goal_handle
         if goal_handle.status == GoalStatus.STATUS_ACCEPTED:
             goal_handle.execute(self._finish_goal)  # ACCEPTED -> EXECUTING, then _finish_goal
         else:
-            server.notify_execute(goal_handle, self._finish_goal)
+            job.server.notify_execute(goal_handle, self._finish_goal)
 
     def _finish_goal(self, goal_handle):
         """Executor thread, once the worker is done: the terminal state and the result."""
@@ -545,30 +599,20 @@ class VilasrNode(LifecycleNode):
             return SpatialQuery.Result()
         if job.finish_reason == "cancelled" and goal_handle.is_cancel_requested:
             goal_handle.canceled()
-        elif job.finish_reason == "cancelled" or job.finish_reason in ("error", "engine_error"):
-            goal_handle.abort()  # cancelled by a deactivation, not by the client; or failed
+        elif job.finish_reason in ("cancelled", "rejected", "error", "engine_error"):
+            goal_handle.abort()  # refused, cancelled by a deactivation (not by the client), or failed
         else:
             goal_handle.succeed()
         return SpatialQuery.Result(answer=job.answer)
 
     def _on_ask(self, msg: String) -> None:
-        try:
-            job = self._make_job(msg.data)
-        except QueryRejected as exc:
-            return self._reject_ask(msg.data, str(exc))
-        worker = self._worker
-        if worker is None or not worker.reserve():
-            return self._reject_ask(msg.data, f"{worker.pending if worker else 0} queries pending "
-                                    f"(max_pending = {self._p('max_pending')})")
+        job = self._admit(msg.data)
         job.on_done = self._publish_answer
-        worker.submit(job)
-
-    def _reject_ask(self, question: str, reason: str) -> None:
-        self._rejected += 1
-        self.get_logger().warning(f"rejecting question {question!r} on ~/ask: {reason}")
-        if self._answer_publisher is not None:
-            self._answer_publisher.publish(SpatialAnswer(question=question, error=reason,
-                                                         finish_reason="rejected"))
+        if job.rejected:
+            job.finished = time.monotonic()
+            self._publish_answer(job)
+        else:
+            self._worker.submit(job)
 
     # -- outputs -------------------------------------------------------------------------------
 
@@ -587,17 +631,20 @@ class VilasrNode(LifecycleNode):
         """Every finished query, from the action or ~/ask (worker thread)."""
         model = model_id(self._engine_params) if self._engine_params else ""
         answer = job.answer = messages.answer_msg(job, model)
+        publisher = self._answer_publisher
+        if publisher is not None and publisher.is_activated:  # an inactive node's goals: result only
+            publisher.publish(answer)
+        if job.rejected:
+            return  # counted and logged when it was refused
         self._served += 1
         busy = (job.finished or time.monotonic()) - (job.started or job.accepted)
         self._last = {"latency_s": job.latency_s, "finish_reason": answer.finish_reason,
                       "tokens_per_s": answer.completion_tokens / busy if busy > 0 else 0.0}
-        if self._answer_publisher is not None:
-            self._answer_publisher.publish(answer)
-        self.get_logger().info(f"answered {job.question!r}: {answer.answer!r} "
+        self.get_logger().info(f"answered {short(job.question)!r}: {short(answer.answer)!r} "
                                f"({answer.finish_reason}, {answer.model_calls} calls, {job.latency_s:.2f} s)")
         why = (job.session.error if job.session is not None else None) or job.error
         if answer.finish_reason not in ("answer", "cancelled") and why:
-            self.get_logger().warning(f"query {job.question!r} ended with {answer.finish_reason}: {why}")
+            self.get_logger().warning(f"query {short(job.question)!r} ended with {answer.finish_reason}: {why}")
 
     # -- diagnostics ---------------------------------------------------------------------------
 

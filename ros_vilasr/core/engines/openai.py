@@ -1,19 +1,21 @@
 """OpenAI-compatible chat engine: vLLM, SGLang or llama.cpp servers; images sent inline.
 
 Uses only the standard library so a robot can talk to a remote GPU server with nothing heavy
-installed. Requests of a batch are sent concurrently.
+installed. Requests of a batch are sent concurrently; cancel and close abort the ones in flight
+by closing their connections (the server sees the client go and stops generating).
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
+import socket
 import threading
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+import urllib.parse
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..session import Reply, Request
 
@@ -40,48 +42,91 @@ def to_openai_messages(request: Request) -> list[dict]:
 class OpenAIEngine:
     def __init__(self, model: str | None, base_url: str = "http://localhost:8000/v1",
                  api_key: str | None = None, temperature: float = 0.75, top_p: float = 0.9,
-                 timeout_s: float = 600.0, max_concurrency: int = 16, seed: int | None = None):
+                 timeout_s: float = 120.0, max_concurrency: int = 16, seed: int | None = None):
         self.model = model or "default"
         self.url = base_url.rstrip("/") + "/chat/completions"
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"openai base URL {base_url!r} is not an http(s) URL")
+        self._target = parts
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
         self.sampling = {"temperature": temperature, "top_p": top_p}
         if seed is not None:
             self.sampling["seed"] = seed
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
+        self._in_flight: dict[http.client.HTTPConnection, threading.Event] = {}  # -> its call's cancel
+        self._lock = threading.Lock()
+        self._closed = False
 
-    def _one(self, request: Request) -> Reply:
-        body = {"model": self.model, "messages": to_openai_messages(request),
-                "max_tokens": request.max_new_tokens, **self.sampling}
-        http = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
+    def _connection(self) -> http.client.HTTPConnection:
+        t = self._target
+        kind = http.client.HTTPSConnection if t.scheme == "https" else http.client.HTTPConnection
+        return kind(t.hostname, t.port, timeout=self.timeout_s)
+
+    def _one(self, request: Request, cancel: threading.Event) -> Reply:
+        body = json.dumps({"model": self.model, "messages": to_openai_messages(request),
+                           "max_tokens": request.max_new_tokens, **self.sampling}).encode()
+        conn = self._connection()
+        with self._lock:
+            self._in_flight[conn] = cancel
         try:
-            with urllib.request.urlopen(http, timeout=self.timeout_s) as response:
-                data = json.load(response)
+            if cancel.is_set():
+                return Reply("", error="cancelled")
+            conn.request("POST", self._target.path, body=body, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
+            response = conn.getresponse()
+            raw = response.read()
+            if response.status != 200:
+                return Reply("", error=f"server answered HTTP {response.status}: "
+                             f"{raw[:300].decode(errors='replace')}")
+            data = json.loads(raw)
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Reply(choice["message"]["content"] or "",
                          "length" if choice.get("finish_reason") == "length" else "stop",
                          prompt_tokens=usage.get("prompt_tokens", 0),
                          completion_tokens=usage.get("completion_tokens", 0))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            return Reply("", error=f"server answered HTTP {exc.code}: {detail}")
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError) as exc:
+            if cancel.is_set():
+                return Reply("", error="cancelled")
+            if self._closed:
+                return Reply("", error="the engine was closed while the request was in flight")
+            if isinstance(exc, TimeoutError | socket.timeout):
+                return Reply("", error=f"request to {self.url} got no answer within {self.timeout_s:g} s")
             return Reply("", error=f"request to {self.url} failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._in_flight.pop(conn, None)
+            conn.close()
+
+    def _abort(self, cancel: threading.Event | None = None) -> None:
+        """Close the connections in flight (of the call with this ``cancel``; all without one):
+        their requests return at once."""
+        with self._lock:
+            connections = [c for c, event in self._in_flight.items() if cancel is None or event is cancel]
+        for conn in connections:
+            if conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
-        # A request in flight cannot be recalled; cancel skips the ones not yet sent.
-        def one(request: Request) -> Reply:
-            if cancel is not None and cancel.is_set():
-                return Reply("", error="cancelled")
-            return self._one(request)
-
+        cancel = cancel if cancel is not None else threading.Event()
         with ThreadPoolExecutor(min(self.max_concurrency, max(1, len(requests)))) as pool:
-            return list(pool.map(one, requests))
+            futures = [pool.submit(self._one, r, cancel) for r in requests]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+                if pending and cancel.is_set():
+                    self._abort(cancel)
+            return [f.result() for f in futures]
 
     def forget(self, key: str) -> None:
         pass  # stateless between turns (the server / prefix cache keeps what it keeps)
 
     def close(self) -> None:
-        pass
+        """Abort whatever is in flight (a deactivating node must not wait on a hung server)."""
+        self._closed = True
+        self._abort()
