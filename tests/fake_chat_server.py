@@ -4,6 +4,7 @@ GPU or model server can run here). It keeps every request and answers through ``
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +43,10 @@ class FakeChatServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up (cancel) is expected
+            super().handle_error(request, client_address)
 
     @property
     def base_url(self) -> str:

@@ -64,13 +64,15 @@ def _param_arg(name, value) -> str:
 
 
 class NodeProcess:
-    def __init__(self, log_path: Path, **parameters):
+    def __init__(self, log_path: Path, name: str = "", **parameters):
         env = os.environ.copy()
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "training"), env.get("PYTHONPATH", "")])
         env.setdefault("OMP_NUM_THREADS", "1")  # two cores shared by the node and the test process
         args = [sys.executable, "-m", "ros_vilasr.node.main", "--ros-args"]
-        for name, value in parameters.items():
-            args += ["-p", _param_arg(name, value)]
+        if name:
+            args += ["-r", f"__node:={name}"]
+        for param, value in parameters.items():
+            args += ["-p", _param_arg(param, value)]
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)

@@ -85,7 +85,7 @@ def answer_msg(job: Job, model: str) -> SpatialAnswer:
     newest = max(headers, key=lambda h: (h.stamp.sec, h.stamp.nanosec)) if headers else Header()
     reason = job.finish_reason
     text = (session.answer if session is not None else None) or ""
-    error = "" if reason == "answer" else (session.error if session is not None else None) or job.error or ""
+    error = "" if reason == "answer" else job.error or (session.error if session is not None else None) or ""
     kind, choice, value = (typed_answer(text, job.problem_type, job.options) if reason == "answer"
                            else ("text", "", 0.0))
     msg = SpatialAnswer(
