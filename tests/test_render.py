@@ -1,6 +1,7 @@
 """Pixel-exact checks of the renderer against spec §2."""
 
-from PIL import Image, ImageColor
+import numpy as np
+from PIL import Image, ImageColor, ImageDraw
 
 from ros_vilasr.core.protocol import Box, Line
 from ros_vilasr.core.render import PALETTE, Drawing, draw, targets_in_order
@@ -27,9 +28,10 @@ def test_box_outline_width_colour_and_label():
         assert out.getpixel((90, y)) == rgb("red")
     assert out.getpixel((90, 34)) == WHITE
     assert out.getpixel((140, 80)) == rgb("red") and out.getpixel((141, 80)) == WHITE
-    # label text in the box colour, starting at (x1 + 8, y1 + 6)
-    label = [(x, y) for x in range(44, 137) for y in range(34, 117) if out.getpixel((x, y)) == rgb("red")]
-    assert label and min(x for x, _ in label) == 48 and min(y for _, y in label) >= 36
+    # label text in the box colour (anti-aliased: reddish pixels), starting at (x1 + 8, y1 + 6)
+    label = [(x, y) for x in range(44, 137) for y in range(34, 117) if out.getpixel((x, y)) != WHITE]
+    assert label and min(x for x, _ in label) >= 48 and min(y for _, y in label) >= 36
+    assert all(g == b and r >= g for r, g, b in (out.getpixel(p) for p in label))
 
 
 def test_swapped_corners_are_reordered():
@@ -86,3 +88,31 @@ def test_targets_order_boxes_first_then_lines():
     ops = [Line(3, "l", (0, 0), (1, 1)), Box(2, "b", (0, 0, 1, 1)), Line(1, "m", (0, 0), (1, 1)),
            Box(3, "c", (0, 0, 1, 1))]
     assert targets_in_order(ops) == [2, 3, 1]
+
+
+def reference_draw(base, boxes, lines):
+    """Spec §2 written out with the reference's own PIL calls (labels: draw.text, no font)."""
+    out = base.copy()
+    pen = ImageDraw.Draw(out)
+    for i, (label, (x1, y1, x2, y2)) in enumerate(boxes):
+        color = PALETTE[i % len(PALETTE)]
+        x1, y1, x2, y2 = int(x1), int(y1), int(x2), int(y2)
+        pen.rectangle((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), outline=color, width=4)
+        pen.text((min(x1, x2) + 8, min(y1, y2) + 6), label, fill=color)
+    for (sx, sy), (ex, ey) in lines:
+        pen.line((sx, sy, ex, ey), fill="black", width=4)
+        pen.ellipse((sx - 4, sy - 4, sx + 4, sy + 4), fill="red")
+        pen.ellipse((ex - 4, ey - 4, ex + 4, ey + 4), fill="blue")
+    return out
+
+
+def test_label_heavy_drawing_is_pixel_identical_to_the_reference():
+    rng = np.random.default_rng(7)
+    base = Image.fromarray(rng.integers(0, 256, (364, 504, 3), dtype=np.uint8))
+    labels = ["red cube", "chair #2", "Tür", "椅子", "trash can (left)", "a" * 40, "x", "sofa", "tv", "lamp"]
+    boxes = [(label, tuple(float(v) for v in rng.uniform(0, 500, 4))) for label in labels]
+    lines = [tuple((int(rng.integers(0, 504)), int(rng.integers(0, 364))) for _ in range(2)) for _ in range(6)]
+    ours = draw(base, Drawing(boxes=tuple(Box(1, label, bbox) for label, bbox in boxes),
+                              lines=tuple(Line(1, f"l{i}", s, e) for i, (s, e) in enumerate(lines))))
+    reference = reference_draw(base, boxes, lines)
+    assert np.array_equal(np.asarray(ours), np.asarray(reference))

@@ -8,9 +8,8 @@ new labels append) drawn on top, boxes first, then lines.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw
 
 from .protocol import Box, Line, Op
 
@@ -43,16 +42,6 @@ class Drawing:
         return Drawing(tuple(boxes), tuple(lines))
 
 
-@cache
-def _font() -> ImageFont.ImageFont:
-    return ImageFont.load_default_imagefont()  # PIL's bitmap font, as the reference
-
-
-def _latin1(text: str) -> str:
-    # The bitmap font covers Latin-1 only; unicode labels must not crash the renderer.
-    return text.encode("latin-1", "replace").decode("latin-1")
-
-
 def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
     """A copy of ``base`` with ``drawing`` rendered on it."""
     out = base.copy()
@@ -63,8 +52,8 @@ def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
         x1, x2 = min(x1, x2), max(x1, x2)
         y1, y2 = min(y1, y2), max(y1, y2)
         pen.rectangle((x1, y1, x2, y2), outline=color, width=STROKE)
-        pen.text((x1 + LABEL_OFFSET[0], y1 + LABEL_OFFSET[1]), _latin1(box.label), fill=color,
-                 font=_font())
+        # No font, as the reference: Pillow's default (FreeType, size 10, anti-aliased, unicode).
+        pen.text((x1 + LABEL_OFFSET[0], y1 + LABEL_OFFSET[1]), box.label, fill=color)
     for line in drawing.lines:
         (sx, sy), (ex, ey) = (tuple(int(v) for v in p) for p in (line.start, line.end))
         pen.line((sx, sy, ex, ey), fill="black", width=STROKE)
