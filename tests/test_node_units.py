@@ -140,6 +140,40 @@ def test_corrupt_png_body_is_undecodable():
     assert err.value.kind == "undecodable"
 
 
+def _sized(fmt: str, width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (9, 9, 9)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("size, kind, words", [
+    ((600, 400), "too_large", "exceeds max_frame_pixels = 200000"),
+    ((6000, 28), "bad_shape", "aspect ratio over 200"),
+    ((200, 20), "bad_shape", "a side is under 28 px"),
+])
+def test_frames_are_checked_from_their_header_before_decoding(fmt, size, kind, words, monkeypatch):
+    data = _sized(fmt, *size)
+    monkeypatch.setattr("ros_vilasr.node.conversions.cv2.imdecode", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(FrameError) as err:
+        decode_compressed(data, max_pixels=200_000)
+    assert err.value.kind == kind and words in err.value.reason
+
+
+def test_frame_shape_limits_apply_to_raw_frames_and_compressed_ones_count_decoded():
+    from types import SimpleNamespace
+
+    from ros_vilasr.node.conversions import compressed_payload, raw_payload
+    sliver = SimpleNamespace(width=2000, height=1, encoding="mono8", step=2000, data=bytes(2000))
+    with pytest.raises(FrameError, match="under 28 px"):
+        raw_payload(sliver, 10**8)
+    ok = SimpleNamespace(width=40, height=30, encoding="mono8", step=40, data=bytes(1200))
+    assert raw_payload(ok, 10**8)[0].nbytes == 1200
+    data = _sized("PNG", 300, 200)
+    payload, pixels = compressed_payload(SimpleNamespace(data=data), 10**8)
+    assert payload.nbytes == len(data) + 300 * 200 * 3 and pixels.shape == (200, 300, 3)
+
+
 # -- key frames ----------------------------------------------------------------------------------
 
 class Clock:

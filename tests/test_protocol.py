@@ -113,7 +113,7 @@ def test_reflection_detection():
 
 PIECES = [BOX_TURN, LINE_TURN, ANSWER_TURN, "<think>", "</think>", "```json\n", "\n```", "Action: ",
           "[", "]", "{", "}", '"bbox_2d"', "'start_point_2d'", "NaN", "Infinity", "-1e309", "'label'",
-          ":", ",", "<answer>", "</answer>", "\x00", "\ud7ff", "🪑", "True", "null", "(", ")"]
+          ":", ",", "<answer>", "</answer>", "\x00", "\ud7ff", "🪑", "True", "null", "(", ")", "9" * 400]
 
 
 @st.composite
@@ -145,3 +145,10 @@ def test_fuzz_parser_never_raises(text):
 def test_fuzz_arbitrary_json_blocks(value):
     body = json.dumps(value) if not isinstance(value, float) or value == value else "NaN"
     parse_turn(f"<think>x</think>\nAction: Object Mapper\n```json\n{body}\n```")
+
+
+def test_an_integer_too_large_for_a_float_is_an_invalid_coordinate():
+    huge = "1" + "0" * 400  # valid JSON; float() of it overflows
+    turn = parse_turn('<think>x</think>\nAction: Object Mapper\n```json\n'
+                      f'[{{"index": 1, "bbox_2d": [{huge}, 2, 3, 4], "label": "cup"}}]\n```')
+    assert turn.ops == [] and "bbox_2d is not 4 finite numbers" in " ".join(turn.problems)

@@ -132,6 +132,8 @@ def fenced_blocks(text: str) -> list[str]:
 def _number(v) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
+    if isinstance(v, int) and abs(v) > MAX_COORD:  # JSON integers are unbounded: float() may overflow
+        return None
     f = float(v)
     return f if math.isfinite(f) and abs(f) <= MAX_COORD else None
 
