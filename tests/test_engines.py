@@ -115,3 +115,16 @@ def test_chat_rendering_is_the_qwen_template_and_engines_forget_finished_dialogu
     done = session()
     run_sessions([done], engine)
     assert done.done and done.key not in engine._encodings  # noqa: SLF001 - the cache is the point
+
+
+def test_warm_up_pays_the_resize_import_for_engines_without_their_own():
+    """The node warms every engine at activate; the first question then does not import transformers."""
+    import subprocess
+    import sys
+
+    resize = "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl"
+    code = ("import sys\nfrom ros_vilasr.core.engines import create_engine, warm_up\n"
+            "engine = create_engine('openai', 'm', base_url='http://127.0.0.1:9/v1')\n"
+            f"before = {resize!r} in sys.modules\nwarm_up(engine)\nprint(before, {resize!r} in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -40,7 +40,7 @@ from std_msgs.msg import Header, String
 from visualization_msgs.msg import ImageMarker
 
 from ros_vilasr.core.driver import run_sessions
-from ros_vilasr.core.engines import create_engine
+from ros_vilasr.core.engines import create_engine, warm_up
 from ros_vilasr.core.models import run_profile
 from ros_vilasr.core.session import Budget, Session
 from ros_vilasr_interfaces.action import SpatialQuery
@@ -249,8 +249,7 @@ class VilasrNode(LifecycleNode):
         start = time.monotonic()
         try:
             self._engine = create_engine(name, model, **options)
-            if hasattr(self._engine, "warm_up"):
-                self._engine.warm_up()
+            warm_up(self._engine)
         except Exception as exc:
             self._engine_state = f"failed: {type(exc).__name__}: {exc}"
             raise

@@ -44,3 +44,17 @@ def create_engine(name: str, model: str | None = None, **options) -> Engine:
         from .replay import ReplayEngine
         return ReplayEngine.from_file(model, **options)
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+
+
+def warm_up(engine: Engine) -> None:
+    """Pay first-call costs now (lazy imports, the image resize path, kernel set-up), so that a
+    node's first question costs what its tenth does: the engine's own ``warm_up`` where it has one
+    (it runs a whole session), else the image path every session takes."""
+    if hasattr(engine, "warm_up"):
+        engine.warm_up()
+        return
+    from PIL import Image
+
+    from ..images import prepare_image
+
+    prepare_image(Image.new("RGB", (56, 56)))
