@@ -240,6 +240,25 @@ def test_deactivate_with_a_hung_server_ends_the_goal_and_keeps_the_node_responsi
     assert node.query("Back again?", cameras=[CAM])[0] == GoalStatus.STATUS_SUCCEEDED
 
 
+def test_cancel_then_deactivate_then_activate_while_the_server_hangs_ends_the_goal(node, gate):
+    assert frame(node, 10)
+    gate.open.clear()
+    try:
+        held = gate.held
+        handle = node.send_goal("Cancel, deactivate, activate?", cameras=[CAM])
+        wait_for(lambda: gate.held > held, what="a hung request")
+        handle.cancel_goal_async()
+        assert node.transition(Transition.TRANSITION_DEACTIVATE, timeout=10.0)
+        assert node.transition(Transition.TRANSITION_ACTIVATE, timeout=30.0)
+        result = node.result(handle, timeout=10.0)  # the old goal's result was sent, not lost
+        assert result.status in (GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED)
+        assert result.result.answer.finish_reason == "cancelled"
+    finally:
+        gate.open.set()
+    assert frame(node, 11)
+    assert node.query("Still serving?", cameras=[CAM])[0] == GoalStatus.STATUS_SUCCEEDED
+
+
 def test_sigint_with_a_hung_request_exits_at_once(tmp_path, gate):
     server = FakeChatServer(gate)
     proc = NodeProcess(tmp_path / "node.log", engine="openai", model="served", openai_base_url=server.base_url,

@@ -1,4 +1,5 @@
-"""``vilasr-train <stage> --config FILE [flags] [--set key=value ...]``, and
+"""``vilasr-train <stage> --config FILE [flags] [--set key=value ...]`` (stages, and ``generate``:
+cold-start data from a teacher), and
 ``vilasr-train recipe NAME --out DIR`` (a whole model from nothing: data, stages, evaluation).
 
 A stage is a module defining ``Config`` (a ``config.StageConfig``) and ``train(config)``; add one
@@ -18,6 +19,8 @@ STAGES = [
     ("sft", "vilasr_train.sft", "supervised fine-tuning on drawing trajectories (stages 1 and 2)"),
     ("grpo", "vilasr_train.grpo", "GRPO with drawing inside the rollouts (stage 3)"),
     ("reflect", "vilasr_train.reflect", "reflective rejection sampling, then SFT on the kept trajectories (stage 2)"),
+    ("generate", "vilasr_train.generate", "cold-start data: a teacher behind an OpenAI-compatible endpoint "
+                                          "reasons by drawing; the trajectories that pass every filter"),
 ]
 
 # first-class flags: (flag, config key, argparse options)
@@ -31,6 +34,10 @@ FLAGS = [
     ("--k", "k", {"type": int, "help": "trajectories sampled per question (reflect)"}),
     ("--shard", "shard", {"metavar": "I/N", "help": "sample the prompts i with i %% N == I (reflect)"}),
     ("--sft", "sft", {"action": "store_const", "const": True, "help": "fine-tune on the kept data (reflect)"}),
+    ("--base-url", "base_url", {"metavar": "URL", "help": "the teacher's OpenAI-compatible endpoint (generate)"}),
+    ("--samples", "k", {"type": int, "metavar": "K", "help": "trajectories per question (generate)"}),
+    ("--min-rounds", "min_rounds", {"type": int, "metavar": "R", "help": "least model turns kept (generate)"}),
+    ("--concurrency", "concurrency", {"type": int, "metavar": "C", "help": "requests in flight (generate)"}),
     ("--resume", "resume", {"action": "store_const", "const": True,
                             "help": "continue from the latest checkpoint in --out"}),
 ]

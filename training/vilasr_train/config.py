@@ -127,4 +127,5 @@ def check_inputs(config: StageConfig) -> None:
             raise InputError(f"data file {path} not found")
     if config.images_root and not Path(config.images_root).is_dir():
         raise InputError(f"images root {config.images_root} is not a folder")
-    config.model = resolve_model(config.model)  # a missing or broken checkpoint directory: one clear error
+    if not getattr(config, "served_model", False):  # generate names a served model, not a directory
+        config.model = resolve_model(config.model)  # a missing or broken checkpoint directory: one clear error

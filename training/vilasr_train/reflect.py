@@ -107,7 +107,7 @@ def judge(session: Session, prompt: dict) -> dict:
     """A sampled trajectory as stored: its transcript, what it cost and the three judgments."""
     score = score_rollout(session, prompt)
     return {"conversations": session.conversations(), "finish_reason": session.finish_reason,
-            "answer": session.answer, "calls": session.calls, "images": len(session.images),
+            "error": session.error, "answer": session.answer, "calls": session.calls, "images": len(session.images),
             "completion_tokens": session.completion_tokens, "accuracy": score.accuracy,
             "well_formed": bool(score.format), "reflective": score.reflective}
 
@@ -150,8 +150,14 @@ def drop_partial_line(path: Path) -> None:
         os.truncate(path, end)
 
 
-def sample(config: Config, prompts: list[dict], out: Path) -> None:
-    """Sample this shard's unsampled questions, appending each finished batch to its file."""
+def sample(config: Config, prompts: list[dict], out: Path, engine=None, record_failures: bool = False,
+           accepted=None) -> None:
+    """Sample this shard's unsampled questions, appending each finished batch to its file.
+
+    ``engine``: built from the config when not given (and closed here either way). A question
+    whose dialogues failed at the engine is left for a restarted run, or with ``record_failures``
+    written with its failures (counted, not tried again). ``accepted(sample) -> bool`` puts the
+    acceptance rate on the progress bar."""
     index, count = parse_shard(config.shard)
     done = {q["source"] for path in sample_files(out) for q in read_samples(path)}
     todo = [p for i, p in enumerate(prompts) if i % count == index and p["source"] not in done]
@@ -164,7 +170,8 @@ def sample(config: Config, prompts: list[dict], out: Path) -> None:
     if config.sampling_seed is not None:
         torch.manual_seed(config.sampling_seed)
     settings = session_settings(config)
-    engine = open_engine(config)
+    engine = engine or open_engine(config)
+    judged = kept = 0
     try:
         with path.open("ab") as f, tqdm(total=len(todo), desc=f"sampling {index}/{count}", unit="q") as bar:
             for start in range(0, len(todo), config.questions_per_batch):
@@ -172,17 +179,20 @@ def sample(config: Config, prompts: list[dict], out: Path) -> None:
                 sessions = run_sessions([open_session(p, settings) for p in batch for _ in range(config.k)], engine)
                 for n, prompt in enumerate(batch):
                     group = sessions[n * config.k:(n + 1) * config.k]
-                    if failed := [s.error for s in group if s.finish_reason == "engine_error"]:
-                        # not written: a restarted run tries the question again
+                    failed = [s.error for s in group if s.finish_reason == "engine_error"]
+                    if failed and not record_failures:  # not written: a restarted run tries it again
                         log.warning("%s not sampled, the engine failed: %s", prompt["source"], failed[0])
                         continue
-                    line = {"source": prompt["source"],
-                            "prompt": prompt | {"images": [os.path.abspath(p) for p in prompt["images"]]},
-                            "samples": [judge(s, prompt) for s in group]}
-                    f.write((json.dumps(line) + "\n").encode())
+                    samples = [judge(s, prompt) for s in group]
+                    f.write((json.dumps({"source": prompt["source"], "samples": samples, "prompt": prompt | {
+                        "images": [os.path.abspath(p) for p in prompt["images"]]}}) + "\n").encode())
+                    if accepted is not None:
+                        judged, kept = judged + len(samples), kept + sum(map(accepted, samples))
                 f.flush()
                 os.fsync(f.fileno())
                 bar.update(len(batch))
+                if judged:
+                    bar.set_postfix(accepted=f"{kept}/{judged} ({kept / judged:.0%})")
     finally:
         engine.close()
 

@@ -42,7 +42,8 @@ def to_openai_messages(request: Request) -> list[dict]:
 class OpenAIEngine:
     def __init__(self, model: str | None, base_url: str = "http://localhost:8000/v1",
                  api_key: str | None = None, temperature: float = 0.75, top_p: float = 0.9,
-                 timeout_s: float = 120.0, max_concurrency: int = 16, seed: int | None = None):
+                 timeout_s: float = 120.0, max_concurrency: int = 16, seed: int | None = None,
+                 retries: int = 0, backoff_s: float = 1.0):
         self.model = model or "default"
         self.url = base_url.rstrip("/") + "/chat/completions"
         parts = urllib.parse.urlsplit(self.url)
@@ -55,6 +56,9 @@ class OpenAIEngine:
             self.sampling["seed"] = seed
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
+        # A request that failed on the way (connection, timeout, 5xx / 429, an unreadable reply) is
+        # sent again up to `retries` times, waiting backoff_s, 2·backoff_s, ... (cancel ends the wait).
+        self.retries, self.backoff_s = retries, backoff_s
         self._in_flight: dict[http.client.HTTPConnection, threading.Event] = {}  # -> its call's cancel
         self._lock = threading.Lock()
         self._closed = False
@@ -67,34 +71,46 @@ class OpenAIEngine:
     def _one(self, request: Request, cancel: threading.Event) -> Reply:
         body = json.dumps({"model": self.model, "messages": to_openai_messages(request),
                            "max_tokens": request.max_new_tokens, **self.sampling}).encode()
+        for attempt in range(self.retries + 1):
+            reply, retryable = self._attempt(body, cancel)
+            if reply.error is None or not retryable or attempt == self.retries:
+                break
+            if cancel.wait(self.backoff_s * 2**attempt):
+                return Reply("", error="cancelled")
+        if reply.error is not None and self.retries and retryable:
+            reply.error += f" (after {self.retries + 1} attempts)"
+        return reply
+
+    def _attempt(self, body: bytes, cancel: threading.Event) -> tuple[Reply, bool]:
+        """One request: its reply, and whether a failure is worth another attempt."""
         conn = self._connection()
         with self._lock:
             self._in_flight[conn] = cancel
         try:
             if cancel.is_set():
-                return Reply("", error="cancelled")
+                return Reply("", error="cancelled"), False
             conn.request("POST", self._target.path, body=body, headers={
                 "Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
             response = conn.getresponse()
             raw = response.read()
             if response.status != 200:
                 return Reply("", error=f"server answered HTTP {response.status}: "
-                             f"{raw[:300].decode(errors='replace')}")
+                             f"{raw[:300].decode(errors='replace')}"), response.status >= 500 or response.status == 429
             data = json.loads(raw)
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Reply(choice["message"]["content"] or "",
                          "length" if choice.get("finish_reason") == "length" else "stop",
                          prompt_tokens=usage.get("prompt_tokens", 0),
-                         completion_tokens=usage.get("completion_tokens", 0))
+                         completion_tokens=usage.get("completion_tokens", 0)), False
         except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError) as exc:
             if cancel.is_set():
-                return Reply("", error="cancelled")
+                return Reply("", error="cancelled"), False
             if self._closed:
-                return Reply("", error="the engine was closed while the request was in flight")
+                return Reply("", error="the engine was closed while the request was in flight"), False
             if isinstance(exc, TimeoutError | socket.timeout):
-                return Reply("", error=f"request to {self.url} got no answer within {self.timeout_s:g} s")
-            return Reply("", error=f"request to {self.url} failed: {type(exc).__name__}: {exc}")
+                return Reply("", error=f"request to {self.url} got no answer within {self.timeout_s:g} s"), True
+            return Reply("", error=f"request to {self.url} failed: {type(exc).__name__}: {exc}"), True
         finally:
             with self._lock:
                 self._in_flight.pop(conn, None)
