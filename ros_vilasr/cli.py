@@ -193,6 +193,8 @@ def _synth(args: argparse.Namespace) -> None:
         from ros_vilasr.synth.maze import maze_tasks as tasks
     elif args.task == "rig":
         from ros_vilasr.synth.rig_tasks import rig_tasks as tasks
+    elif args.task == "rig-metric":
+        from ros_vilasr.synth.rig_metric import metric_tasks as tasks
     else:
         from ros_vilasr.synth.scene_tasks import scene_tasks as tasks
     write_dataset(tasks(args.n, args.seed, args.reflective_share), args.out, total=args.n)
@@ -200,7 +202,9 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _add_synth(subparsers) -> None:
     p = subparsers.add_parser("synth", help="synthetic spatial tasks: evaluation items + oracle trajectories")
-    p.add_argument("task", choices=["maze", "scene", "rig"], help="rig: the demo's questions in random rooms")
+    p.add_argument("task", choices=["maze", "scene", "rig", "rig-metric"],
+                   help="rig: the demo's questions in random rooms; rig-metric: distances, room size, routes and "
+                        "cross-view questions in those rooms")
     p.add_argument("--n", type=int, required=True, help="number of items")
     p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical output")
     p.add_argument("--out", type=Path, required=True, help="an empty or new directory")

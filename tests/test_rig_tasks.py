@@ -79,3 +79,48 @@ def test_oracle_trajectories_execute_and_score_and_are_reproducible(tmp_path, ta
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     other = rt.rig_task(12, 0)
     assert other.question != tasks[0].question or other.images[0].tobytes() != tasks[0].images[0].tobytes()
+
+
+# -- metric and cross-view questions (synth.rig_metric) ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def metric():
+    from ros_vilasr.synth import rig_metric as rm
+    return list(rm.metric_tasks(8, seed=13))
+
+
+def _between(question: str, before: str, middle: str, after: str) -> tuple[str, str]:
+    first, second = question.split(before, 1)[1].split(middle, 1)
+    return first, second.split(after, 1)[0]
+
+
+def test_metric_answers_follow_from_the_scene_geometry(metric):
+    from ros_vilasr.synth import rig_metric as rm
+    assert [t.sub_task for t in metric] == list(rm.SUB_TASKS) * 2
+    for task in metric:
+        scene, cameras = _scene_and_cameras(task)
+        if task.sub_task == "rig_cross_nearest":
+            ref = task.question.split("closest to the ")[1].split(" seen by the ")[0]
+            candidates = [o.split(". ", 1)[1] for o in task.options]
+            assert len(task.images) == 2 and len(candidates) == 3
+            assert task.options[ord(task.answer) - 65].endswith(f". {sc.closest_object(scene, ref, candidates)}")
+        elif task.sub_task == "rig_distance":
+            a, b = _between(task.question, "How far apart are the ", " and the ", " (closest points)")
+            assert task.problem_type == "regression"
+            assert float(task.answer) == pytest.approx(sc.object_distance(scene.object(a), scene.object(b)), abs=0.05)
+        elif task.sub_task == "rig_room_size":
+            assert float(task.answer) == pytest.approx(sc.room_area(scene.room), abs=0.5)
+        else:
+            start, rest = _between(task.question, "stand by the ", " facing the ", ", is the")
+            target = task.question.split(", is the ")[1].split(" to your left")[0]
+            side = sc.relative_direction(scene.object(start).position, scene.object(rest).position,
+                                         scene.object(target).position, "lr")
+            assert task.answer == ("A" if side == "left" else "B")
+
+
+def test_metric_oracles_execute_and_score_and_prompts_are_written_for_rl(tmp_path, metric):
+    stats = write_dataset(metric, tmp_path / "m")  # raises unless every trajectory runs and scores 1
+    items = json.loads((tmp_path / "m" / "eval.json").read_text())
+    prompts = [json.loads(line) for line in (tmp_path / "m" / "prompts.jsonl").read_text().splitlines()]
+    assert stats["items"] == len(items) == len(prompts) == 8 and prompts == items
+    assert all(p["answer"] and p["image_path"] and "conversations" not in p for p in prompts)

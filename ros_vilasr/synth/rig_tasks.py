@@ -188,16 +188,19 @@ def _support(scene: sc.Scene, name: str) -> str:
 QUESTIONS = {"rig_side": side, "rig_nearest": nearest, "rig_floor_count": floor_count}
 
 
-def rig_task(seed: int, index: int, reflective_share: float = 0.0) -> SynthTask:
-    """Item ``index`` of the rig set with this seed (independent of how many are generated). Rig
-    trajectories are never reflective: ``reflective_share`` keeps the generators' common signature."""
-    rng = np.random.default_rng([seed, index, 3])
-    sub_task = SUB_TASKS[index % len(SUB_TASKS)]
+def rig_task(seed: int, index: int, reflective_share: float = 0.0, questions: dict = QUESTIONS,
+             salt: int = 3) -> SynthTask:
+    """Item ``index`` of the rig set with this seed (independent of how many are generated), its
+    sub-task the ``index``-th of ``questions`` in turn (``rig_metric`` brings its own, and its own
+    ``salt`` for the random state). Rig trajectories are never reflective: ``reflective_share``
+    keeps the generators' common signature."""
+    rng = np.random.default_rng([seed, index, salt])
+    sub_task = list(questions)[index % len(questions)]
 
     def attempt():
         room, cameras = rig_cameras(rng)
         views = render_views(random_rig_scene(rng, room), cameras)
-        return views, *QUESTIONS[sub_task](rng, views)
+        return views, *questions[sub_task](rng, views)
 
     views, used, question, options, problem_type, answer, steps, thought = until_unambiguous(
         attempt, f"{sub_task} scene (seed {seed}, item {index})", MAX_TRIES)

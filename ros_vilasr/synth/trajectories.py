@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
 TRAJECTORIES_FILE = "trajectories.json"
+PROMPTS_FILE = "prompts.jsonl"  # the items again, one per line: RL prompts for stage 3
 CHUNK = 32  # sessions rendered at once: bounds memory for large n
 
 
@@ -243,7 +244,8 @@ def _chunks(tasks: Iterable[SynthTask], size: int) -> Iterator[list[SynthTask]]:
 
 def write_dataset(tasks: Iterable[SynthTask], out_dir: str | Path, total: int | None = None) -> dict:
     """Render every task's oracle trajectory through the core, check it, and write
-    ``eval.json``, ``trajectories.json``, ``images/`` (inputs) and ``drawn/`` (drawings)."""
+    ``eval.json``, ``trajectories.json``, ``prompts.jsonl`` (RL prompts), ``images/`` (inputs) and
+    ``drawn/`` (drawings)."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "drawn").mkdir(parents=True, exist_ok=True)
@@ -263,6 +265,8 @@ def write_dataset(tasks: Iterable[SynthTask], out_dir: str | Path, total: int | 
     for name, data in ((EVAL_FILE, items), (TRAJECTORIES_FILE, trajectories)):
         (out / name).write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
                                 encoding="utf-8")
+    (out / PROMPTS_FILE).write_text("".join(json.dumps(i, sort_keys=True, ensure_ascii=False) + "\n" for i in items),
+                                    encoding="utf-8")
     stats = {"items": len(items), "reflective": sum(t["reflective"] for t in trajectories),
              "drawn_images": sum(len(t["images"]) for t in trajectories) - sum(len(i["image_path"]) for i in items)}
     log.info("wrote %d items (%d reflective trajectories, %d drawn images) to %s",

@@ -70,10 +70,11 @@ def load_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict:
 def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = None, **options):
     """``n`` tasks of one generator family, restricted to ``sub_tasks`` (generators cycle through
     their sub-tasks by index, so the kept indices are those of the wanted sub-tasks)."""
-    from ros_vilasr.synth import maze, rig_tasks, scene_tasks
+    from ros_vilasr.synth import maze, rig_metric, rig_tasks, scene_tasks
 
     make, names = {"maze": (maze.maze_task, maze.SUB_TASKS), "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
-                   "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS)}[family]
+                   "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
+                   "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}[family]
     if "sizes" in options:
         options["sizes"] = tuple(options["sizes"])
     wanted = sub_tasks or names
