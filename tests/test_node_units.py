@@ -334,6 +334,24 @@ def test_worker_stop_cancels_the_running_job_and_survives_failures():
     assert late.done.is_set() and late.finish_reason == "cancelled"
 
 
+def test_stop_ends_a_job_stuck_in_the_engine_without_waiting_for_it():
+    release, exited = threading.Event(), threading.Event()
+    worker = QueryWorker(lambda job: release.wait(10.0), max_pending=2)  # an engine that ignores cancel
+    stuck, queued = Job("stuck", []), Job("queued", [])
+    for job in (stuck, queued):
+        worker.reserve()
+        worker.submit(job)
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert not worker.stop(0.2, reason="the node stopped serving", on_exit=exited.set)
+    assert time.monotonic() - started < 2.0
+    for job in (stuck, queued):  # both ended now, with the reason
+        assert job.done.is_set() and job.finish_reason == "cancelled" and job.error == "the node stopped serving"
+    assert not exited.is_set()
+    release.set()  # the engine call returns at last: the worker frees the engine, ends nothing twice
+    assert exited.wait(2.0) and stuck.finished is not None
+
+
 # -- typed answers and engines ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("answer, problem_type, options, expected", [
