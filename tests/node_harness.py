@@ -33,6 +33,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
+from std_srvs.srv import SetBool
 from visualization_msgs.msg import ImageMarker
 
 from ros_vilasr_interfaces.action import SpatialQuery
@@ -171,6 +172,7 @@ class Client:
         self.set_params = n.create_client(SetParameters, f"{node}/set_parameters")
         self.change_state = n.create_client(ChangeState, f"{node}/change_state")
         self.get_state_client = n.create_client(GetState, f"{node}/get_state")
+        self.enable_client = n.create_client(SetBool, f"{node}/enable")
         self._publishers = {}
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
@@ -292,6 +294,14 @@ class Client:
         assert self.change_state.wait_for_service(timeout_sec=TIMEOUT)
         future = self.change_state.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
         return wait_for(lambda: future.done() and future, timeout, what="change_state").result().success
+
+    def enable(self, on: bool) -> str:
+        """Call ~/enable; its message."""
+        assert self.enable_client.wait_for_service(timeout_sec=TIMEOUT)
+        future = self.enable_client.call_async(SetBool.Request(data=on))
+        response = wait_for(lambda: future.done() and future, what="~/enable").result()
+        assert response.success
+        return response.message
 
     def state(self) -> str:
         assert self.get_state_client.wait_for_service(timeout_sec=TIMEOUT)

@@ -251,6 +251,23 @@ def test_unanswerable_goals_are_rejected_with_a_reason(node, cameras, why):
     wait_for(lambda: why in node.proc.log(), what="the rejection reason in the log")
 
 
+def test_enable_pauses_buffering_and_inference_without_unloading_the_model(node):
+    front_frame(node, 560, seed=27)
+    assert "paused" in node.enable(False)
+    try:
+        assert "inference is paused (~/enable false)" in node.rejection(Q_CHOICE, cameras=[FRONT])
+        kept = int(node.camera_values(FRONT)["keyframes"])
+        front_frame(node, 561, seed=28)  # received, not kept
+        values = node.wait_camera(FRONT, "keyframes", lambda n: n == kept)
+        assert wait_for(lambda: (node.model_values() or {}).get("enabled") == "False", what="diagnostics")
+        assert node.model_values()["model_state"] == "ready" and values["dropped"] == "0"
+    finally:
+        assert "enabled" in node.enable(True)
+    hdr = front_frame(node, 562, seed=29)
+    status, answer, _ = node.query(Q_CHOICE, cameras=[FRONT])
+    assert status == GoalStatus.STATUS_SUCCEEDED and same_header(answer.source_headers[0], hdr)
+
+
 # -- malformed frames ----------------------------------------------------------------------------
 
 def _bad_frames():

@@ -17,11 +17,9 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 from action_msgs.msg import GoalStatus
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -36,7 +34,8 @@ from rclpy.qos import (
     qos_profile_services_default,
 )
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
 from visualization_msgs.msg import ImageMarker
 
 from ros_vilasr.core.driver import run_sessions
@@ -48,6 +47,7 @@ from ros_vilasr_interfaces.msg import SpatialAnswer
 
 from . import messages, params
 from .conversions import FrameError, compressed_payload, raw_payload
+from .diagnostics import CameraStats, diagnostic_array
 from .keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings
 from .queries import (
     PROBLEM_TYPES,
@@ -60,8 +60,9 @@ from .queries import (
     model_id,
     short,
 )
+from .support import MALLOC_TRIM, RosLogHandler, transition
 
-SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+SUCCESS = TransitionCallbackReturn.SUCCESS
 KEYFRAME_PARAMS = ("keyframe_min_interval_s", "keyframe_change_threshold", "keyframes_per_camera",
                    "keyframe_max_age_s", "buffer_memory_mb")
 # Requests queue this deep before DDS drops any: a burst of goals or ~/ask messages (a fleet
@@ -74,62 +75,10 @@ STOP_WAIT_S = 1.0  # how long a transition waits for the running query before en
 MAX_CALLS_LIMIT = int(params.BY_NAME["max_calls"].range[1])
 
 
-@dataclass
-class CameraStats:
-    received: int = 0
-    dropped: Counter = field(default_factory=Counter)  # reason kind -> frames
-    incompatible_qos: int = 0
-    last_drop: str = ""
-
-
-def _malloc_trim():
-    """glibc's ``malloc_trim`` (None elsewhere). Evicted frames are megabytes each, and glibc keeps
-    such freed heap pages (its mapping threshold has grown past frame size by then): without a
-    trim after evictions, RSS creeps above the buffer budget."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-class _RosLogHandler(logging.Handler):
-    """Sends the core's Python log records (engine failures, ...) to the node's ROS logger."""
-
-    def __init__(self, ros_logger):
-        super().__init__(logging.INFO)
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = f"{record.name}: {self.format(record)}"
-        if record.levelno >= logging.ERROR:
-            self.ros_logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self.ros_logger.warning(text)
-        else:
-            self.ros_logger.info(text)
-
-
-def _transition(method):
-    """Lifecycle callbacks: rclpy turns an exception into a silent ERROR; log it and fail instead."""
-    @functools.wraps(method)
-    def wrapper(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            return method(self, state)
-        except Exception as exc:  # noqa: BLE001
-            self.get_logger().error(f"{method.__name__} failed: {type(exc).__name__}: {exc}")
-            return FAILURE
-    return wrapper
-
-
 class VilasrNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("vilasr_node", **kwargs)
-        self._log_bridge = _RosLogHandler(self.get_logger())
+        self._log_bridge = RosLogHandler(self.get_logger())
         core_logger = logging.getLogger("ros_vilasr")
         core_logger.addHandler(self._log_bridge)
         core_logger.setLevel(logging.INFO)
@@ -142,6 +91,8 @@ class VilasrNode(LifecycleNode):
         self._configured = False
         self._profile: dict | None = None  # the model's run profile, read once per configuration
         self._serving = False
+        self._enabled = True  # ~/enable: inference and frame buffering paused when False
+        self._enable_service = None
         self._buffer = KeyFrameBuffer(self._keyframe_settings())
         self._camera_stats: dict[str, CameraStats] = {}
         self._stats_lock = threading.Lock()
@@ -210,7 +161,7 @@ class VilasrNode(LifecycleNode):
             return False
         return True
 
-    @_transition
+    @transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         values = self._values()
         for name, value in values.items():
@@ -222,6 +173,8 @@ class VilasrNode(LifecycleNode):
         self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
         self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._enable_service = self.create_service(SetBool, "~/enable", self._on_enable,
+                                                   callback_group=self._serving_group)
         self._destroy_retiring_server()  # two servers of one action must never coexist
         # The action server lives as long as the configuration, so a goal sent to an inactive node
         # is answered (aborted, with the reason in its result) rather than left unheard. Nothing
@@ -240,7 +193,7 @@ class VilasrNode(LifecycleNode):
                                f"cameras {', '.join(values['image_topics'])}")
         return super().on_configure(state)
 
-    @_transition
+    @transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         values = self._values()
         name, model, options = engine_arguments(values)
@@ -269,22 +222,22 @@ class VilasrNode(LifecycleNode):
         self._serving = True
         return result
 
-    @_transition
+    @transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_serving()
         return super().on_deactivate(state)
 
-    @_transition
+    @transition
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unconfigure()
         return super().on_cleanup(state)
 
-    @_transition
+    @transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
         return super().on_shutdown(state)
 
-    @_transition
+    @transition
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
         return super().on_error(state)
@@ -300,6 +253,9 @@ class VilasrNode(LifecycleNode):
 
     def _unconfigure(self) -> None:
         self._profile = None
+        if self._enable_service is not None:
+            self.destroy_service(self._enable_service)
+            self._enable_service = None
         if self._query_server is not None:
             self._retire_query_server(self._query_server)
             self._query_server = None
@@ -404,13 +360,15 @@ class VilasrNode(LifecycleNode):
         """Validate and buffer; nothing else happens on the executor for a frame."""
         stats = self._stats(camera)
         stats.received += 1
+        if not self._enabled:
+            return  # paused (~/enable): received, not decoded or kept
         try:
             limit = self._p("max_frame_pixels")
             payload, pixels = compressed_payload(msg, limit) if compressed else raw_payload(msg, limit)
             evictions = self._buffer.evictions
             self._buffer.offer(camera, msg.header, payload, pixels)
-            if self._buffer.evictions != evictions and _MALLOC_TRIM is not None:
-                _MALLOC_TRIM(0)
+            if self._buffer.evictions != evictions and MALLOC_TRIM is not None:
+                MALLOC_TRIM(0)
         except FrameError as exc:
             self._drop(camera, stats, exc.kind, exc.reason)
         except FrameTooLarge as exc:
@@ -454,6 +412,8 @@ class VilasrNode(LifecycleNode):
         if not self._serving:
             raise QueryRejected("the node is not active (lifecycle state: "
                                 f"{'inactive' if self._configured else 'unconfigured'})")
+        if not self._enabled:
+            raise QueryRejected("inference is paused (~/enable false)")
         if not question.strip():
             raise QueryRejected("the question is empty")
         limit = self._p("max_question_chars")
@@ -604,6 +564,16 @@ class VilasrNode(LifecycleNode):
             goal_handle.succeed()
         return SpatialQuery.Result(answer=job.answer)
 
+    def _on_enable(self, request, response):
+        """~/enable (std_srvs/SetBool, as yolo_ros): pause or resume inference and frame buffering
+        without unloading the model; queries already running finish. Kept across deactivation."""
+        self._enabled = request.data
+        response.success = True
+        response.message = ("inference and frame buffering enabled" if self._enabled else
+                            "paused: frames are not buffered and new questions are refused")
+        self.get_logger().info(f"~/enable: {response.message}")
+        return response
+
     def _on_ask(self, msg: String) -> None:
         job = self._admit(msg.data)
         job.on_done = self._publish_answer
@@ -656,45 +626,19 @@ class VilasrNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self._diagnostics_publisher is None:
             return
-        me = self.get_fully_qualified_name()
         worker = self._worker
-        values = {
+        model = {
             "lifecycle": "active" if self._serving else ("inactive" if self._configured else "unconfigured"),
-            "engine": self._p("engine"), "model": model_id(self._values()),
+            "enabled": str(self._enabled), "engine": self._p("engine"), "model": model_id(self._values()),
             "model_state": self._engine_state, "model_loaded": str(self._engine is not None),
             "queue_depth": str(worker.pending if worker else 0),
-            "running": repr(worker.running.question) if worker and worker.running else "",
+            "running": repr(short(worker.running.question)) if worker and worker.running else "",
             "queries_answered": str(self._served), "queries_rejected": str(self._rejected),
             "last_latency_s": f"{self._last['latency_s']:.3f}",
             "last_tokens_per_s": f"{self._last['tokens_per_s']:.1f}",
             "last_finish_reason": self._last["finish_reason"]}
-        failed = self._engine_state.startswith("failed")
-        statuses = [DiagnosticStatus(
-            level=DiagnosticStatus.ERROR if failed else DiagnosticStatus.OK, name=f"{me}: model",
-            message=self._engine_state, hardware_id=values["model"],
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])]
-        buffered = self._buffer.stats()
         with self._stats_lock:
             cameras = dict(self._camera_stats)
-        for camera, stats in cameras.items():
-            dropped = sum(stats.dropped.values())
-            kv = {"received": stats.received, "dropped": dropped,
-                  **{f"dropped_{k}": v for k, v in sorted(stats.dropped.items())},
-                  "keyframes": buffered.get(camera, {}).get("keyframes", 0),
-                  "buffer_bytes": buffered.get(camera, {}).get("bytes", 0),
-                  "incompatible_qos": stats.incompatible_qos, "last_drop_reason": stats.last_drop}
-            bad = dropped or stats.incompatible_qos
-            statuses.append(DiagnosticStatus(
-                level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK, name=f"{me}: camera {camera}",
-                message=f"{dropped} frames dropped" if dropped else (
-                    "incompatible QoS" if stats.incompatible_qos else "ok"),
-                hardware_id=camera, values=[KeyValue(key=k, value=str(v)) for k, v in kv.items()]))
-        budget = self._buffer.settings.memory_bytes
-        statuses.append(DiagnosticStatus(
-            level=DiagnosticStatus.OK, name=f"{me}: frame buffer",
-            message=f"{buffered['*']['bytes'] / 2**20:.1f} of {budget / 2**20:.1f} MB",
-            values=[KeyValue(key="bytes", value=str(buffered["*"]["bytes"])),
-                    KeyValue(key="budget_bytes", value=str(budget)),
-                    KeyValue(key="keyframes", value=str(buffered["*"]["keyframes"]))]))
-        self._diagnostics_publisher.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))
+        self._diagnostics_publisher.publish(diagnostic_array(
+            self.get_fully_qualified_name(), self.get_clock().now().to_msg(), model, cameras, self._buffer.stats(),
+            self._buffer.settings.memory_bytes))
