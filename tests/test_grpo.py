@@ -282,3 +282,20 @@ def test_reward_rises_reproducibly_and_resumes(toy):
     grpo.train(config(toy, "resumed", max_steps=24, resume=True, **overrides))
     assert reward_curve(toy / "resumed") == [(s, r) for s, r in curve if s > 12]
     assert json.loads((toy / "resumed" / "checkpoint-24" / "trainer_state.json").read_text())["global_step"] == 24
+
+
+def test_the_prompt_order_of_an_epoch_is_the_same_after_a_resume():
+    """TRL's sampler shuffles with a generator that only moves on, so a run resumed in epoch e used
+    epoch 0's order; ours reseeds per epoch (the trainer calls set_epoch every epoch)."""
+    def sampler():
+        return grpo.EpochSeededRepeatSampler(list(range(12)), mini_repeat_count=2, batch_size=3, seed=7)
+
+    uninterrupted = sampler()
+    orders = []
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)
+        orders.append(list(uninterrupted))
+    resumed = sampler()
+    resumed.set_epoch(2)
+    assert list(resumed) == orders[2] and orders[2] != orders[1] != orders[0]
+    assert sorted(orders[1][::2]) == list(range(12))  # each prompt once per epoch, twice in a row

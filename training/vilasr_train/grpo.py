@@ -48,6 +48,7 @@ from transformers import AutoModelForImageTextToText, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.grpo_trainer import RepeatSampler
 from trl.trainer.utils import get_config_model_id
 
 from ros_vilasr.core.driver import run_sessions
@@ -143,6 +144,16 @@ class MetricsLog(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's prompt sampler, its shuffle seeded by (seed, epoch) instead of a generator that only
+    moves on: a run resumed in epoch e replays epoch e's prompt order (the trainer calls
+    ``set_epoch`` at every epoch, then skips the batches already trained on)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle:
+            self.generator.manual_seed((self.seed or 0) * 1_000_003 + epoch)
+
+
 class DrawingGRPOTrainer(ResumeThroughFromPretrained, GRPOTrainer):
     """``GRPOTrainer`` whose rollouts are draw-to-reason dialogues run by the core (module doc).
 
@@ -159,6 +170,11 @@ class DrawingGRPOTrainer(ResumeThroughFromPretrained, GRPOTrainer):
         self.session_settings = sessions
         # more than one optimizer step per rollout batch: the ratio needs the rollout policy's log-probs
         self.needs_old_logps = args.gradient_accumulation_steps % (args.steps_per_generation * args.num_iterations) != 0
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        sampler.__class__ = EpochSeededRepeatSampler  # same arguments, resumable order
+        return sampler
 
     # -- rollouts --------------------------------------------------------------------------------
 
