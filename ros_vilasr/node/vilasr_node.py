@@ -5,8 +5,10 @@ A thin adapter over ``ros_vilasr.core``: camera callbacks only validate and buff
 (``queries.QueryWorker``) through ``core.driver.run_sessions``; results, drawn images and their
 primitives (``messages``) go out stamped with the source frames' headers.
 
-Lifecycle: configure reads parameters and creates publishers (nothing heavy); activate loads the
-model, subscribes and serves; deactivate stops serving and frees the model (and GPU memory).
+Lifecycle: configure reads parameters and creates publishers, the ``~/query`` action server and
+``~/enable`` (nothing heavy); activate loads the model, subscribes and serves; deactivate stops
+serving and frees the model (and GPU memory) without waiting more than a second for it. Every goal
+is accepted and gets a result: one the node cannot run is aborted at once with the reason.
 """
 
 from __future__ import annotations
