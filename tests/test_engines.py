@@ -1,5 +1,5 @@
-"""The openai engine over real HTTP against a local server; the vLLM adapter's request building
-without vLLM (vLLM runs on GPU machines only)."""
+"""The openai engine over real HTTP against a local server; the vLLM engine's request building,
+stepping and cancel against a double of the vLLM API it calls (vLLM runs on GPU machines only)."""
 
 import base64
 import io
@@ -128,3 +128,78 @@ def test_warm_up_pays_the_resize_import_for_engines_without_their_own():
             f"before = {resize!r} in sys.modules\nwarm_up(engine)\nprint(before, {resize!r} in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+class FakeVLLM:
+    """A double of the part of vLLM's API the engine calls (``LLM(**engine_args)``,
+    ``get_tokenizer``, ``llm_engine.add_request / step / abort_request``, ``RequestOutput``), since
+    vLLM cannot run on CPU machines: one token per step, a request finishes after its scripted text."""
+
+    PLACEHOLDERS = {"<|image_pad|>": 151655, "<|video_pad|>": 151656}
+    scripts: list[str] = []  # texts of the next requests, in order; "" never finishes
+
+    def __init__(self, **kwargs):
+        from types import SimpleNamespace
+
+        self.kwargs, self.llm_engine, self.params, self.aborted = kwargs, self, [], []
+        self.active: dict[str, list] = {}  # id -> [prompt, text, tokens so far]
+        self._tokenizer = SimpleNamespace(convert_tokens_to_ids=lambda ts: [self.PLACEHOLDERS[t] for t in ts])
+
+    def get_tokenizer(self):
+        return self._tokenizer
+
+    def add_request(self, request_id, prompt, params):
+        self.params.append(params)
+        self.active[request_id] = [prompt, self.scripts.pop(0), 0]
+
+    def step(self):
+        from types import SimpleNamespace
+
+        out = []
+        for rid, state in list(self.active.items()):
+            state[2] += 1
+            done = bool(state[1]) and state[2] >= len(state[1].split())
+            out.append(SimpleNamespace(request_id=rid, finished=done, prompt_token_ids=[0] * 10, outputs=[
+                SimpleNamespace(text=state[1] if done else "", finish_reason="stop", token_ids=list(range(state[2])))]))
+            if done:
+                del self.active[rid]
+        return out
+
+    def abort_request(self, request_ids):
+        self.aborted += list(request_ids)
+        for rid in request_ids:
+            self.active.pop(rid, None)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    module = ModuleType("vllm")
+    module.LLM, module.SamplingParams = FakeVLLM, lambda **kw: SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return FakeVLLM
+
+
+def test_vllm_engine_steps_requests_and_never_samples_vision_placeholders(fake_vllm):
+    fake_vllm.scripts = [DRAW, ANSWER]
+    engine = create_engine("vllm", "org/ckpt", temperature=0.0)
+    a, b = session(), session()
+    replies = engine.generate([a.request(), b.request()])
+    assert [r.text for r in replies] == [DRAW, ANSWER]  # in request order, whatever finished first
+    assert engine.llm.kwargs["enable_prefix_caching"] and not engine.llm.active
+    assert all(p.logit_bias == {151655: -100.0, 151656: -100.0} and p.temperature == 0.0
+               for p in engine.llm.params)
+
+
+def test_vllm_cancel_aborts_the_requests_inside_vllm_at_once(fake_vllm):
+    import threading
+
+    fake_vllm.scripts = ["", ""]  # generations that would run forever
+    engine = create_engine("vllm", "org/ckpt")
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    replies = engine.generate([session().request(), session().request()], cancel=cancel)
+    assert [r.error for r in replies] == ["cancelled", "cancelled"]
+    assert len(engine.llm.aborted) == 2 and not engine.llm.active  # gone from vLLM, not left running

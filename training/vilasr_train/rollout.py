@@ -20,7 +20,7 @@ from PIL import Image
 
 from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.engines import Engine
-from ros_vilasr.core.engines.vllm import build_prompt, replies, sampling_args
+from ros_vilasr.core.engines.vllm import build_prompt, placeholder_ids, replies, sampling_args
 from ros_vilasr.core.scoring import PROBLEM_TYPES
 from ros_vilasr.core.session import Budget, Reply, Request, Session
 
@@ -140,9 +140,11 @@ class ColocatedVLLM:
         from vllm import SamplingParams
 
         self.llm, self.temperature, self.top_p, self._params = llm, temperature, top_p, SamplingParams
+        self.suppress = placeholder_ids(llm.get_tokenizer())
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
-        params = [self._params(**sampling_args(r, self.temperature, self.top_p, None)) for r in requests]
+        params = [self._params(**sampling_args(r, self.temperature, self.top_p, None, self.suppress))
+                  for r in requests]
         return replies(self.llm.generate([build_prompt(r) for r in requests], params, use_tqdm=False))
 
     def close(self) -> None:

@@ -1,10 +1,13 @@
 """Offline vLLM engine (GPU machines), prefix caching on: each turn re-sends the dialogue and
-vLLM reuses the cached prefix, so a turn costs only its new tokens. vLLM is imported only when
-this engine is built; request building is plain Python so it is testable anywhere."""
+vLLM reuses the cached prefix, so a turn costs only its new tokens. Requests go through vLLM's
+engine step by step, so cancel aborts them inside vLLM at once; vision placeholder tokens are
+never sampled (a sampled one would be an image without pixels in the next turn). vLLM is imported
+only when this engine is built; request building is plain Python so it is testable anywhere."""
 
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 
 from .. import chat
@@ -26,10 +29,22 @@ def engine_args(model: str, max_images: int = 45, max_pixels: int = MAX_PIXELS_E
             **overrides}
 
 
-def sampling_args(request: Request, temperature: float, top_p: float, seed: int | None) -> dict:
+VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")
+
+
+def sampling_args(request: Request, temperature: float, top_p: float, seed: int | None,
+                  suppress: tuple[int, ...] = ()) -> dict:
+    """SamplingParams keywords; ``suppress``: token ids never to sample (vision placeholders)."""
     greedy = temperature <= 0
-    return {"max_tokens": request.max_new_tokens, "temperature": 0.0 if greedy else temperature,
+    args = {"max_tokens": request.max_new_tokens, "temperature": 0.0 if greedy else temperature,
             "top_p": 1.0 if greedy else top_p, "seed": seed}
+    if suppress:
+        args["logit_bias"] = {token: -100.0 for token in suppress}
+    return args
+
+
+def placeholder_ids(tokenizer) -> tuple[int, ...]:
+    return tuple(tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDERS)))
 
 
 def replies(outputs) -> list[Reply]:
@@ -47,12 +62,30 @@ class VLLMEngine:
         self._sampling_params = SamplingParams
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.llm = LLM(**engine_args(model, **llm_overrides))
+        self.suppress = placeholder_ids(self.llm.get_tokenizer())
+        self._ids = itertools.count()
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
-        # vLLM's offline generate cannot be interrupted; cancel takes effect between rounds.
-        params = [self._sampling_params(**sampling_args(r, self.temperature, self.top_p, self.seed))
-                  for r in requests]
-        return replies(self.llm.generate([build_prompt(r) for r in requests], params, use_tqdm=False))
+        """Step vLLM's engine until every request finished; on cancel, abort them in vLLM and
+        return at once (cancelled replies)."""
+        engine = self.llm.llm_engine
+        ids = [f"{r.key}#{next(self._ids)}" for r in requests]
+        for request_id, request in zip(ids, requests):
+            params = self._sampling_params(**sampling_args(request, self.temperature, self.top_p, self.seed,
+                                                           self.suppress))
+            engine.add_request(request_id, build_prompt(request), params)
+        finished = {}
+        try:
+            while len(finished) < len(ids):
+                if cancel is not None and cancel.is_set():
+                    break
+                finished |= {o.request_id: o for o in engine.step() if o.finished}
+        finally:
+            if unfinished := [i for i in ids if i not in finished]:
+                engine.abort_request(unfinished)  # cancelled, or an exception: nothing left running
+        if len(finished) < len(ids):
+            return [Reply("", error="cancelled") for _ in requests]
+        return replies([finished[i] for i in ids])
 
     def forget(self, key: str) -> None:
         pass  # stateless between turns (the server / prefix cache keeps what it keeps)
