@@ -136,3 +136,16 @@ def test_visualisation_configs_show_cameras_drawings_and_answers():
     assert any("/vilasr_node/markers" in c.get("imageMode", {}).get("annotations", {}) for c in panels.values())
     placed = json.dumps(layout["layout"])
     assert all(panel in placed for panel in panels)
+
+
+def test_the_jetson_profile_sets_declared_parameters_to_valid_values():
+    data = yaml.safe_load((REPO / "config" / "jetson_orin.yaml").read_text())
+    values = data["/**"]["ros__parameters"]
+    assert values["engine"] == "openai" and values["max_pixels"] == 200704
+    for name, value in values.items():
+        param = params.BY_NAME[name]  # every key is a declared parameter
+        default = list(param.default) if isinstance(param.default, tuple) else param.default
+        assert type(value) is type(default), name
+        assert params.check_value(name, value) is None, name
+        if param.range is not None:
+            assert param.range[0] <= value <= param.range[1], name
