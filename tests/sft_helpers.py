@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -72,3 +75,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def killed_after_first_line(argv: list[str], samples: Path, timeout: float = 120.0) -> int:
+    """Run ``vilasr-train *argv`` in a subprocess, SIGKILL it once ``samples`` holds a whole line,
+    and return how many whole lines it holds then."""
+    run = subprocess.Popen([sys.executable, "-m", "vilasr_train.cli", *argv], env=env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not (samples.exists() and samples.read_bytes().count(b"\n") >= 1):
+        assert run.poll() is None, run.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "nothing sampled in time"
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    return samples.read_bytes().count(b"\n")

@@ -7,9 +7,6 @@ question answered exactly once."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +15,7 @@ from pathlib import Path
 import pytest
 from fake_chat_server import FakeChatServer
 from PIL import Image, ImageDraw
-from sft_helpers import env
+from sft_helpers import killed_after_first_line
 from vilasr_train import cli, reflect
 
 from ros_vilasr.core.tiny_model import build_tiny_model
@@ -125,16 +122,7 @@ def test_a_killed_run_resumes_with_every_question_answered_once(root, tmp_path):
     argv = args(root, server, out, "--concurrency", "1", data="many.json")
     samples = out / "samples-shard0of1.jsonl"
     try:
-        run = subprocess.Popen([sys.executable, "-m", "vilasr_train.cli", *argv], env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while not (samples.exists() and samples.read_bytes().count(b"\n") >= 1):
-            assert run.poll() is None, run.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no question answered in time"
-            time.sleep(0.02)
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        before = samples.read_bytes().count(b"\n")
+        before = killed_after_first_line(argv, samples)
         assert 1 <= before < 8, "the run finished before it was killed"
         slow.set()
         assert cli.main(argv) == 0

@@ -7,6 +7,7 @@ server can run here) through the node's real ``openai`` engine; ``Gate`` makes i
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 import time
@@ -57,6 +58,22 @@ class Gate:
             self.held += 1
             self.open.wait(120.0)
         return answer_turn("A"), "stop", 5
+
+    @contextlib.contextmanager
+    def closed(self):
+        self.open.clear()
+        try:
+            yield self
+        finally:
+            self.open.set()
+
+    def hang(self, client, question: str):
+        """A goal whose request the server now holds."""
+        held = self.held
+        handle = client.send_goal(question, cameras=[CAM])
+        assert handle is not None
+        wait_for(lambda: self.held > held, what="a hung request")
+        return handle
 
 
 @pytest.fixture(scope="module")
@@ -197,26 +214,20 @@ def test_a_png_bomb_and_a_sliver_frame_are_dropped_and_counted_and_queries_still
 
 def test_cancel_aborts_a_hung_request_at_once(node, gate):
     assert frame(node, 6)
-    gate.open.clear()
-    try:
-        handle = node.send_goal("Hang on cancel?", cameras=[CAM])
-        wait_for(lambda: handle.status == GoalStatus.STATUS_EXECUTING and gate.held, what="a hung request")
+    with gate.closed():
+        handle = gate.hang(node, "Hang on cancel?")
+        wait_for(lambda: handle.status == GoalStatus.STATUS_EXECUTING, what="the goal to execute")
         started = time.monotonic()
         handle.cancel_goal_async()
         result = node.result(handle, timeout=20.0)
         assert result.status == GoalStatus.STATUS_CANCELED
         assert time.monotonic() - started < 10.0  # not when the server answers (120 s)
-    finally:
-        gate.open.set()
 
 
 def test_deactivate_with_a_hung_server_ends_the_goal_and_keeps_the_node_responsive(node, gate):
     assert frame(node, 7)
-    gate.open.clear()
-    try:
-        held = gate.held
-        handle = node.send_goal("Hang on deactivate?", cameras=[CAM])
-        wait_for(lambda: gate.held > held, what="a hung request")
+    with gate.closed():
+        handle = gate.hang(node, "Hang on deactivate?")
         cancelled = node.send_goal("Cancelled, then deactivated?", cameras=[CAM])
         cancelled.cancel_goal_async()
         states = []
@@ -234,27 +245,20 @@ def test_deactivate_with_a_hung_server_ends_the_goal_and_keeps_the_node_responsi
         # an inactive node refuses goals with the reason, and serves again once activated
         assert "the node is not active" in node.rejection("While inactive?", cameras=[CAM])
         assert node.transition(Transition.TRANSITION_ACTIVATE, timeout=30.0)
-    finally:
-        gate.open.set()
     assert frame(node, 8)
     assert node.query("Back again?", cameras=[CAM])[0] == GoalStatus.STATUS_SUCCEEDED
 
 
 def test_cancel_then_deactivate_then_activate_while_the_server_hangs_ends_the_goal(node, gate):
     assert frame(node, 10)
-    gate.open.clear()
-    try:
-        held = gate.held
-        handle = node.send_goal("Cancel, deactivate, activate?", cameras=[CAM])
-        wait_for(lambda: gate.held > held, what="a hung request")
+    with gate.closed():
+        handle = gate.hang(node, "Cancel, deactivate, activate?")
         handle.cancel_goal_async()
         assert node.transition(Transition.TRANSITION_DEACTIVATE, timeout=10.0)
         assert node.transition(Transition.TRANSITION_ACTIVATE, timeout=30.0)
         result = node.result(handle, timeout=10.0)  # the old goal's result was sent, not lost
         assert result.status in (GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED)
         assert result.result.answer.finish_reason == "cancelled"
-    finally:
-        gate.open.set()
     assert frame(node, 11)
     assert node.query("Still serving?", cameras=[CAM])[0] == GoalStatus.STATUS_SUCCEEDED
 
@@ -264,19 +268,16 @@ def test_sigint_with_a_hung_request_exits_at_once(tmp_path, gate):
     proc = NodeProcess(tmp_path / "node.log", engine="openai", model="served", openai_base_url=server.base_url,
                        image_topics=[CAM], keyframe_min_interval_s=0.0, name="vilasr_sigint")
     client = Client("sigint_client", node="/vilasr_sigint")
-    gate.open.clear()
     try:
-        client.wait_active(60.0)
-        client.publish(CAM, image_msg(scene(9), header(9, "rel")))
-        client.wait_camera(CAM, "keyframes", lambda n: n == 1)
-        held = gate.held
-        assert client.send_goal("Hang on exit?", cameras=[CAM]) is not None
-        wait_for(lambda: gate.held > held, what="a hung request")
-        started = time.monotonic()
-        assert proc.stop(timeout=20.0) == 0
-        assert time.monotonic() - started < 10.0  # not the 120 s the request would hang
+        with gate.closed():
+            client.wait_active(60.0)
+            client.publish(CAM, image_msg(scene(9), header(9, "rel")))
+            client.wait_camera(CAM, "keyframes", lambda n: n == 1)
+            gate.hang(client, "Hang on exit?")
+            started = time.monotonic()
+            assert proc.stop(timeout=20.0) == 0
+            assert time.monotonic() - started < 10.0  # not the 120 s the request would hang
     finally:
-        gate.open.set()
         client.close()
         proc.stop()
         server.close()

@@ -4,17 +4,13 @@ end with a report that matches the written data, sharding, and a killed sampling
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from sft_helpers import env
+from sft_helpers import killed_after_first_line
 from transformers import AutoModelForImageTextToText
 from vilasr_train import cli, reflect
 from vilasr_train.config import load_config
@@ -195,16 +191,7 @@ def test_killed_sampling_resumes_without_loss_or_duplicates(root, tmp_path):
     out = tmp_path / "run"
     argv = args(root, out, "--k", "2", "--set", "questions_per_batch=1", prompts="many.jsonl")
     samples = out / "samples-shard0of1.jsonl"
-    run = subprocess.Popen([sys.executable, "-m", "vilasr_train.cli", *argv], env=env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (samples.exists() and samples.read_bytes().count(b"\n") >= 1):
-        assert run.poll() is None, run.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no question sampled in time"
-        time.sleep(0.02)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
-    before = samples.read_bytes().count(b"\n")
+    before = killed_after_first_line(argv, samples)
     assert 1 <= before < 6, "the run finished before it was killed"
     with samples.open("ab") as f:  # as if killed in the middle of writing a line
         f.write(b'{"source": "cut sh')

@@ -21,7 +21,7 @@ from ros_vilasr.core.protocol import OBJECT_MAPPER, PATH_TRACER
 
 from . import scene as sc
 from .rig_tasks import CAMERAS, CUBE, DISTANCE_MARGIN, GRID, RigViews, rig_task
-from .trajectories import PlanStep, Reject, box_op, line_op
+from .trajectories import PlanStep, Reject, box_op, lettered, line_op
 
 MIN_DISTANCE = 0.3  # metres: closer objects make a poor distance question
 MIN_BEARING, MAX_BEARING = 20.0, 160.0  # degrees off the facing line: a clear left or right
@@ -42,8 +42,7 @@ def cross_nearest(rng, views: RigViews):
     closest, second = sorted(candidates, key=dist.get)[:2]
     if dist[second] - dist[closest] < DISTANCE_MARGIN:
         raise Reject
-    options = [f"{chr(65 + i)}. {c}" for i, c in enumerate(candidates)]
-    answer = chr(65 + candidates.index(closest))
+    options, answer = lettered(candidates, closest)
     steps = [PlanStep(f"I box the {ref} in the {CAMERAS[ref_cam]} camera's image and the candidates in the "
                       f"{CAMERAS[other]} camera's image.", OBJECT_MAPPER,
                       [(ref_cam, box_op(views.boxes[ref_cam][ref], ref))]
@@ -55,7 +54,7 @@ def cross_nearest(rng, views: RigViews):
     return [0, 1], question, options, "multiple choice", answer, steps, thought
 
 
-def _pair_in_view(rng, views: RigViews, count: int) -> tuple[int, list[str]]:
+def _objects_in_view(rng, views: RigViews, count: int) -> tuple[int, list[str]]:
     cam = int(rng.integers(2))
     seen = [n for n in views.scene.names if views.visible(cam, n) and n != CUBE[0]]
     if len(seen) < count:
@@ -64,7 +63,7 @@ def _pair_in_view(rng, views: RigViews, count: int) -> tuple[int, list[str]]:
 
 
 def distance(rng, views: RigViews):
-    cam, (a, b) = _pair_in_view(rng, views, 2)
+    cam, (a, b) = _objects_in_view(rng, views, 2)
     d = sc.object_distance(views.scene.object(a), views.scene.object(b))
     if d < MIN_DISTANCE:
         raise Reject
@@ -121,7 +120,7 @@ def room_size(rng, views: RigViews):
 
 
 def route(rng, views: RigViews):
-    cam, (start, facing, target) = _pair_in_view(rng, views, 3)
+    cam, (start, facing, target) = _objects_in_view(rng, views, 3)
     obj = views.scene.object
     bearing = sc.bearing_deg(obj(start).position, obj(facing).position, obj(target).position)
     if not MIN_BEARING <= abs(bearing) <= MAX_BEARING:

@@ -25,7 +25,7 @@ from ros_vilasr.core.images import MAX_PIXELS_TRAIN, resized_size
 from ros_vilasr.core.protocol import OBJECT_MAPPER, PATH_TRACER
 
 from . import scene as sc
-from .trajectories import OracleDialogue, PlanStep, Reject, SynthTask, box_op, line_op, until_unambiguous
+from .trajectories import OracleDialogue, PlanStep, Reject, SynthTask, box_op, lettered, line_op, until_unambiguous
 
 CAMERA_SIZE = (640, 480)  # what the rig's cameras publish (the demo recording's size)
 GRID = resized_size(*CAMERA_SIZE, MAX_PIXELS_TRAIN)  # what the model sees: 504x364
@@ -146,8 +146,7 @@ def nearest(rng, views: RigViews):
     if dist[second] - dist[closest] < DISTANCE_MARGIN or closest != sc.closest_object(
             scene, ref, candidates, measure=sc.center_distance):
         raise Reject
-    options = [f"{chr(65 + i)}. {c}" for i, c in enumerate(candidates)]
-    answer = chr(65 + candidates.index(closest))
+    options, answer = lettered(candidates, closest)
     steps = [
         PlanStep(f"I locate the {ref} and the four candidates in the {CAMERAS[cam]} camera's image.", OBJECT_MAPPER,
                  [(cam, box_op(views.boxes[cam][n], n)) for n in (ref, *candidates)]),

@@ -164,14 +164,16 @@ class OracleDialogue:
         self.expected_new_images.append(new)
 
 
+def lettered(choices: list[str], correct: str) -> tuple[list[str], str]:
+    """Options "A. ...", "B. ..." in the given order; returns (options, the correct one's letter)."""
+    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    return [f"{key}. {c}" for key, c in zip(letters, choices)], letters[choices.index(correct)]
+
+
 def multiple_choice(rng, correct: str, distractors: list[str]) -> tuple[list[str], str]:
     """Options "A. ..." with the correct one at a random position; returns (options, letter)."""
     choices = [correct, *distractors]
-    order = rng.permutation(len(choices))
-    shuffled = [choices[i] for i in order]
-    letters = [chr(ord("A") + i) for i in range(len(shuffled))]
-    letter = letters[shuffled.index(correct)]
-    return [f"{key}. {c}" for key, c in zip(letters, shuffled)], letter
+    return lettered([choices[i] for i in rng.permutation(len(choices))], correct)
 
 
 def is_reflective_share(index: int, share: float) -> bool:
