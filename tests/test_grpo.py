@@ -214,10 +214,11 @@ def test_drawn_images_reach_the_loss_forward_pass(toy, scripted):
     assert sum(b["pixel_values"].shape[0] for b in seen) == int(grids.prod(dim=1).sum())
     for b in seen:  # one placeholder per merged 2x2 patch group, for every image
         assert int(b["mm_token_type_ids"].sum()) == int(b["image_grid_thw"].prod(dim=1).sum()) // 4
-    # the last drawn image's pixels are those of the session's own image
+    # the last drawn image's pixels are those of the session's own image (the fast image path
+    # equals the Hugging Face processor within float rounding)
     last = trainer.rollout_processor.image_processor(images=[sessions[0].images[-1]], return_tensors="pt")
     rows = int(last["image_grid_thw"].prod())
-    assert any(torch.equal(b["pixel_values"][i:i + rows], last["pixel_values"])
+    assert any(torch.allclose(b["pixel_values"][i:i + rows], last["pixel_values"], rtol=0, atol=1e-5)
                for b in seen for i in range(0, b["pixel_values"].shape[0] - rows + 1, rows))
 
 

@@ -28,6 +28,8 @@ def run_sessions(sessions: Iterable[Session], engine: Engine, *,
         if cancel is not None and cancel.is_set():
             for s in active:
                 s.cancel()
+                if forget is not None:
+                    forget(s.key)
             break
         requests = [s.request() for s in active]
         try:

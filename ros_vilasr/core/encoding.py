@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 
 from . import chat
+from .patches import Patcher
 
 
 class DialogueEncoding:
-    def __init__(self, processor):
+    def __init__(self, processor, fast_images: bool = True):
         self.processor = processor
         tok = processor.tokenizer
         self._tok = tok
@@ -23,8 +24,11 @@ class DialogueEncoding:
         self._end = tok.convert_tokens_to_ids(chat.END)
         self._newline = tok.encode("\n", add_special_tokens=False)
         self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        # False: every image through the Hugging Face processor (the benchmark's baseline)
+        self._patcher = Patcher(processor.image_processor) if fast_images else None
         self.input_ids: list[int] = []
         self.loss_mask: list[int] = []
+        # per image: uint8 patches (fast path) or float pixel values (processor path)
         self.pixel_values: list[torch.Tensor] = []
         self.image_grid_thw: list[torch.Tensor] = []
         self.n_messages = 0
@@ -51,15 +55,30 @@ class DialogueEncoding:
     def _add_context(self, message: dict, images: list) -> None:
         text = chat.render_message(message)
         pictures = [images[i] for i in chat.image_indices([message])]
-        if pictures:
+        if pictures and self._patcher and all(map(self._patcher.fits, pictures)):
+            for patches, grid in map(self._patcher.patchify, pictures):
+                self.pixel_values.append(patches)
+                self.image_grid_thw.append(grid)
+            ids = self._expand_images(self._tok.encode(text, add_special_tokens=False), pictures)
+        elif pictures:  # an image the processor resizes (training data read from files)
             out = self.processor(text=[text], images=pictures, return_tensors="pt")
-            self.pixel_values.append(out["pixel_values"])
-            self.image_grid_thw.append(out["image_grid_thw"])
+            grids = out["image_grid_thw"]
+            self.pixel_values += out["pixel_values"].split(grids.prod(dim=1).tolist())
+            self.image_grid_thw += grids.split(1)
             ids = out["input_ids"][0].tolist()
         else:
             ids = self._tok.encode(text, add_special_tokens=False)
         self._append(ids, 0)
         self.n_messages += 1
+
+    def _expand_images(self, ids: list[int], pictures: list) -> list[int]:
+        """Each image's one placeholder token repeated once per visual token, as the processor does
+        (special tokens never merge with their neighbours, so expanding ids equals expanding text)."""
+        counts = iter([self._patcher.tokens(p) for p in pictures])
+        out = []
+        for t in ids:
+            out.extend([t] * next(counts) if t == self.image_token_id else [t])
+        return out
 
     def add_assistant(self, text: str | None = None, ids: list[int] | None = None) -> None:
         """Append an assistant turn: generated ``ids`` as they came, or ``text`` tokenised."""
@@ -83,10 +102,14 @@ class DialogueEncoding:
         """The dialogue followed by the generation prompt, ready for the next assistant turn."""
         return self.input_ids + self._gen_prompt
 
-    def vision_inputs(self) -> dict:
-        if not self.pixel_values:
+    def vision_inputs(self, start: int = 0, device=None) -> dict:
+        """Pixel values and grids of the dialogue's images from the ``start``-th (0-based) on."""
+        if len(self.pixel_values) <= start:
             return {}
-        return {"pixel_values": torch.cat(self.pixel_values), "image_grid_thw": torch.cat(self.image_grid_thw)}
+        values = [self._patcher.pixel_values(v, device) if v.dtype == torch.uint8 else v.to(device)
+                  for v in self.pixel_values[start:]]
+        return {"pixel_values": values[0] if len(values) == 1 else torch.cat(values),
+                "image_grid_thw": torch.cat(self.image_grid_thw[start:]).to(device)}
 
     def mm_token_type_ids(self, ids: list[int]) -> list[int]:
         # Qwen2.5-VL computes its 3-D (mRoPE) positions from these; without them it silently

@@ -1,7 +1,11 @@
 """In-process Qwen2.5-VL through transformers (CPU or GPU; greedy or sampling; batched).
 
 Each session's dialogue is encoded incrementally (``DialogueEncoding``): a turn tokenises only its
-new messages and processes only its new images. Generated ids are kept as generated.
+new messages and processes only its new images. Generated ids are kept as generated. With
+``cache_reuse`` (the default) a dialogue's key/values stay between its turns (``kv_cache``), so a
+turn's prefill reads only what is new since the last one — the feedback text and the drawn image —
+not the whole dialogue and all its images again. Greedy decoding gives exactly the tokens of a full
+re-prefill (tests/test_kv_cache.py); sampling follows transformers' generate step for step.
 """
 
 from __future__ import annotations
@@ -9,22 +13,16 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForImageTextToText, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForImageTextToText
 
 from ..encoding import DialogueEncoding
 from ..images import NO_RESIZE_MAX_PIXELS
 from ..processor import load_processor
 from ..session import Reply, Request
-
-
-class _Cancelled(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+from . import kv_cache
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -37,10 +35,27 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+@dataclass
+class _Row:
+    """One request of a batch: its dialogue's prompt and the part of it the model has not read."""
+
+    encoding: DialogueEncoding
+    prompt: list[int]
+    start: int  # prompt tokens already in the key/value cache
+    new: list[int]  # prompt[start:]
+    positions: torch.Tensor  # (3, len(new)) mRoPE positions of the new tokens
+    next_position: int  # of the first generated token
+    vision: dict  # pixel values and grids of the images among them
+    max_new: int
+    generated: list[int] = field(default_factory=list)
+    columns: list[int] = field(default_factory=list)  # cache columns of the prompt tokens
+
+
 class TransformersEngine:
     def __init__(self, model, processor=None, device: str = "auto", dtype: str = "auto",
                  temperature: float = 0.75, top_p: float = 0.9, seed: int | None = None,
-                 max_cached_dialogues: int = 1024):
+                 max_cached_dialogues: int = 1024, cache_reuse: bool = True,
+                 max_cached_tokens: int = 131072):
         self.device = resolve_device(device)
         if isinstance(model, str) or model is None:
             if not model:
@@ -57,6 +72,9 @@ class TransformersEngine:
         self.generator_seed = seed
         self._encodings: OrderedDict[str, DialogueEncoding] = OrderedDict()
         self._max_cached = max_cached_dialogues
+        # ~7.5 GB of bf16 key/values for a 7B Qwen2.5-VL (57 kB a token); kilobytes for the embedded model
+        self.cache_reuse = cache_reuse
+        self._pasts = kv_cache.PastStore(max_cached_tokens)
         tok = self.processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
@@ -74,55 +92,102 @@ class TransformersEngine:
             self._encodings.popitem(last=False)
         return enc
 
-    def _batch(self, encodings: list[DialogueEncoding]) -> dict:
-        prompts = [e.prompt_ids() for e in encodings]
-        width = max(map(len, prompts))
-        # left padding: every row's next token lands in the last column
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        mm = torch.zeros_like(ids)
-        for row, (e, p) in enumerate(zip(encodings, prompts)):
-            ids[row, width - len(p):] = torch.tensor(p)
-            attn[row, width - len(p):] = 1
-            mm[row, width - len(p):] = torch.tensor(e.mm_token_type_ids(p))
-        batch = {"input_ids": ids, "attention_mask": attn, "mm_token_type_ids": mm}
-        vision = [e.vision_inputs() for e in encodings]
-        if any(vision):
-            batch["pixel_values"] = torch.cat([v["pixel_values"] for v in vision if v])
-            batch["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in vision if v])
-        return {k: v.to(self.device) for k, v in batch.items()}
-
     @torch.inference_mode()
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
         encodings = [self.encoding(r) for r in requests]
-        batch = self._batch(encodings)
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        sample = self.temperature > 0
-        options = {"do_sample": sample, "max_new_tokens": max(r.max_new_tokens for r in requests),
-                   "eos_token_id": self.eos_id, "pad_token_id": self.pad_id, "suppress_tokens": self.suppress_ids}
-        if sample:
-            options |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
-        else:
-            options |= {"temperature": None, "top_p": None, "top_k": None}
-        if cancel is not None:
-            options["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
+        pasts = [self._pasts.take(r.key, e) if self.cache_reuse else None for r, e in zip(requests, encodings)]
+        rows = [self._row(e, p, r.max_new_tokens) for r, e, p in zip(requests, encodings, pasts)]
         if self.generator_seed is not None:
             torch.manual_seed(self.generator_seed)
-        out = self.model.generate(**batch, **options)
-        new = out[:, batch["input_ids"].shape[1]:].tolist()
-        replies = []
-        for request, enc, ids in zip(requests, encodings, new):
-            if self.eos_id in ids:  # drop the padding after an early stop
-                ids = ids[: ids.index(self.eos_id) + 1]
-            ids = ids[: request.max_new_tokens]
-            stopped = ids[-1:] == [self.eos_id]
-            text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
-            prompt_len = len(enc.prompt_ids())
-            enc.add_assistant(text, ids)
-            replies.append(Reply(text, "stop" if stopped else "length", token_ids=ids,
-                                 prompt_tokens=prompt_len, completion_tokens=len(ids)))
-        return replies
+        cache = kv_cache.stack(pasts, self.model.config, self.device)
+        logits, mask = self._prefill(rows, cache)
+        fed = self._decode(rows, cache, logits, mask, cancel)
+        return [self._reply(i, row, request, cache, fed) for i, (row, request) in enumerate(zip(rows, requests))]
+
+    def _row(self, encoding: DialogueEncoding, past: kv_cache.Past | None, max_new_tokens: int) -> _Row:
+        prompt = encoding.prompt_ids()
+        start, images, offset = (past.length, past.images, past.next_position) if past else (0, 0, 0)
+        new = prompt[start:]
+        vision = encoding.vision_inputs(start=images)
+        # mRoPE positions are shift-invariant: those of the new tokens alone, moved past the old ones
+        positions, _ = self.model.model.get_rope_index(
+            torch.tensor([new]), torch.tensor([encoding.mm_token_type_ids(new)]), vision.get("image_grid_thw"))
+        positions = positions[:, 0] + offset
+        return _Row(encoding, prompt, start, new, positions, int(positions.max()) + 1, vision, max(max_new_tokens, 1))
+
+    def _prefill(self, rows: list[_Row], cache) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass over every row's new tokens after its past. Rows are left-padded (past
+        and new tokens each to the longest) and the padding masked out."""
+        past_width, width = max(r.start for r in rows), max(len(r.new) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), past_width + width), dtype=torch.long)
+        positions = torch.zeros((3, len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row.new)
+            ids[i, width - n:] = torch.tensor(row.new)
+            mask[i, past_width - row.start: past_width] = 1
+            mask[i, past_width + width - n:] = 1
+            positions[:, i, width - n:] = row.positions
+            row.columns = [*range(past_width - row.start, past_width), *range(past_width + width - n, past_width + width)]
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        vision = [r.vision for r in rows if r.vision]
+        if vision:
+            inputs["pixel_values"] = torch.cat([v["pixel_values"] for v in vision]).to(self.model.dtype)
+            inputs["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in vision])
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        out = self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float(), inputs["attention_mask"]
+
+    def _decode(self, rows: list[_Row], cache, logits, mask, cancel) -> int:
+        """Sample every row's reply (a stopped row is fed padding, as generate does) until all have
+        stopped or ``cancel`` is set. Returns how many sampled tokens were fed back."""
+        done = [False] * len(rows)
+        fed = 0
+        while True:
+            tokens = self._pick(logits).tolist()
+            for i, row in enumerate(rows):
+                if done[i]:
+                    tokens[i] = self.pad_id
+                    continue
+                row.generated.append(tokens[i])
+                done[i] = tokens[i] == self.eos_id or len(row.generated) >= row.max_new
+            if all(done) or (cancel is not None and cancel.is_set()):
+                return fed
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            positions = torch.tensor([r.next_position + fed for r in rows], device=self.device)
+            out = self.model(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=mask,
+                             position_ids=positions.view(1, -1, 1).expand(3, -1, 1), past_key_values=cache,
+                             use_cache=True)
+            logits = out.logits[:, -1].float()
+            fed += 1
+
+    def _pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each row's next token, chosen as transformers' generate chooses it (suppressed tokens,
+        then temperature, top-p and a multinomial draw), so seeded runs sample alike."""
+        logits[:, self.suppress_ids] = -float("inf")
+        if self.temperature <= 0:
+            return logits.argmax(dim=-1)
+        logits = logits / self.temperature
+        if self.top_p < 1.0:
+            ordered, order = torch.sort(logits, descending=False)
+            drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1 - self.top_p
+            drop[:, -1] = False
+            logits = logits.masked_fill(drop.scatter(1, order, drop), -float("inf"))
+        return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+
+    def _reply(self, index: int, row: _Row, request: Request, cache, fed: int) -> Reply:
+        ids = row.generated[: request.max_new_tokens]
+        if self.cache_reuse:  # keep what the model has read: the prompt and every token but the last
+            width = cache.get_seq_length()
+            length = len(row.prompt) + max(len(ids) - 1, 0)
+            columns = row.columns + list(range(width - fed, width))
+            self._pasts.put(request.key, kv_cache.Past(
+                kv_cache.row_layers(cache, index, columns[:length]), length, len(row.encoding.pixel_values),
+                row.next_position + length - len(row.prompt), row.encoding))
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        row.encoding.add_assistant(text, ids)
+        return Reply(text, "stop" if ids[-1:] == [self.eos_id] else "length", token_ids=ids,
+                     prompt_tokens=len(row.prompt), completion_tokens=len(ids))
 
     def warm_up(self) -> None:
         """One short generation on a blank image, so that a node's first question costs what its
@@ -138,9 +203,11 @@ class TransformersEngine:
 
     def forget(self, key: str) -> None:
         self._encodings.pop(key, None)
+        self._pasts.drop(key)
 
     def close(self) -> None:
         self._encodings.clear()
+        self._pasts.clear()
         self.model = None
         gc.collect()
         if torch.cuda.is_available():

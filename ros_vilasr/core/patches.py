@@ -1,0 +1,66 @@
+"""Qwen2.5-VL pixel values without the Hugging Face image processor, for images already in the
+model's grid (sessions resize every image once, ``images.prepare_image``).
+
+The processor converts to float, rescales, normalises and patchifies in numpy passes over the whole
+image (~15 ms for a 448·28·28 image on 2 cores) and keeps 8 MB of floats per such image. Here an
+image becomes its patches once, as bytes (one strided copy, 1 MB), and floats only when the model is
+fed them: one affine per channel, on the model's device, and a copy that repeats each patch over
+time (the temporal patch of a still image is the image twice). Equal to the processor's output
+within float rounding (tests/test_patches.py). Images the processor would resize go to it instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class Patcher:
+    def __init__(self, image_processor):
+        ip = image_processor
+        self.patch, self.merge, self.temporal = ip.patch_size, ip.merge_size, ip.temporal_patch_size
+        self.min_pixels, self.max_pixels = ip.size["shortest_edge"], ip.size["longest_edge"]
+        self.resizes = ip.do_resize
+        mean = np.asarray(ip.image_mean if ip.do_normalize else [0.0] * 3, dtype=np.float64)
+        std = np.asarray(ip.image_std if ip.do_normalize else [1.0] * 3, dtype=np.float64)
+        scale = ip.rescale_factor if ip.do_rescale else 1.0
+        # (x · scale − mean) / std  ==  x · a + b
+        self._a = torch.from_numpy(scale / std).float().view(1, 3, 1)
+        self._b = torch.from_numpy(-mean / std).float().view(1, 3, 1)
+
+    def fits(self, image: Image.Image) -> bool:
+        """True when the processor would leave ``image`` at its size (so both paths agree)."""
+        w, h = image.size
+        factor = self.patch * self.merge
+        if h % factor or w % factor or max(w, h) > 200 * min(w, h):  # the processor's limits
+            return False
+        return not self.resizes or self.min_pixels <= w * h <= self.max_pixels
+
+    def tokens(self, image: Image.Image) -> int:
+        """How many ``<|image_pad|>`` tokens the image takes in the prompt."""
+        w, h = image.size
+        return (h // self.patch) * (w // self.patch) // self.merge**2
+
+    def patchify(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 patches [patches, 3, patch²] in the model's order, image_grid_thw [1, 3]).
+        Kept as bytes: an eighth of the float pixel values' memory, normalised only when fed."""
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        x = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+        p, m = self.patch, self.merge
+        gh, gw = rgb.height // p, rgb.width // p
+        # rows in merge-group order (gh/m, gw/m, m, m), each row (channel, patch row, patch col)
+        x = x.view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)
+        return x.reshape(gh * gw, 3, p * p), torch.tensor([[1, gh, gw]])
+
+    def pixel_values(self, patches: torch.Tensor, device=None) -> torch.Tensor:
+        """Float pixel values [patches, 3·temporal·patch²] of uint8 ``patches`` (moved to ``device``
+        first: 4 bytes fewer per value to copy to a GPU)."""
+        x = patches.to(device, non_blocking=True).float().mul_(self._a.to(device)).add_(self._b.to(device))
+        n = len(x)
+        return x.unsqueeze(2).expand(n, 3, self.temporal, x.shape[-1]).reshape(n, -1)
+
+    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the Hugging Face image processor returns for one image: (pixel_values, image_grid_thw)."""
+        patches, grid = self.patchify(image)
+        return self.pixel_values(patches), grid
