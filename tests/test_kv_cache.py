@@ -61,8 +61,9 @@ class Dialogue:
         self.images = [prepare_image(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))).image
                        for w, h in sizes]
         parts = [{"type": "image", "index": i} for i in range(len(self.images))]
+        question = {"type": "text", "text": f"Where is the chair? ({key})"}
         self.messages = [{"role": "system", "content": "You reason about space by drawing."},
-                         {"role": "user", "content": [*parts, {"type": "text", "text": f"Where is the chair? ({key})"}]}]
+                         {"role": "user", "content": [*parts, question]}]
         self.generated: list[list[int]] = []
 
     def request(self) -> Request:

@@ -128,7 +128,8 @@ class TransformersEngine:
             mask[i, past_width - row.start: past_width] = 1
             mask[i, past_width + width - n:] = 1
             positions[:, i, width - n:] = row.positions
-            row.columns = [*range(past_width - row.start, past_width), *range(past_width + width - n, past_width + width)]
+            end = past_width + width
+            row.columns = [*range(past_width - row.start, past_width), *range(end - n, end)]
         inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         vision = [r.vision for r in rows if r.vision]
         if vision:
