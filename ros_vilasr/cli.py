@@ -40,7 +40,7 @@ def _engine_options(args: argparse.Namespace) -> dict:
         return {}
     options = {"temperature": _profiled(args, "temperature", 0.75), "top_p": args.top_p}
     if args.engine == "transformers":
-        options |= {"device": args.device, "dtype": args.dtype}
+        options |= {"device": args.device, "dtype": args.dtype, "quantization": args.quantization}
     if args.engine == "openai":
         options["base_url"] = args.base_url
     return options
@@ -55,6 +55,8 @@ def add_engine_flags(p) -> None:
     p.add_argument("--engine", choices=ENGINES, default="transformers")
     p.add_argument("--device", default="auto", help="transformers engine: cpu, cuda, cuda:1, auto")
     p.add_argument("--dtype", default="auto", help="transformers engine: auto, bfloat16, float32 ...")
+    p.add_argument("--quantization", choices=["none", "int8", "int4"], default="none",
+                   help="transformers engine: weight-only quantization of the language model")
     p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's profile, else 0.75)")
     p.add_argument("--max-pixels", type=int, help="pixel budget per image (default: the model's profile, "
                    f"else {MAX_PIXELS_EVAL})")

@@ -5,19 +5,17 @@ many turns and images and for a batch of dialogues at different turns; memory st
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from benchmarks.gpu import DrawingDialogue
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.engines.hf import TransformersEngine
-from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS, prepare_image
+from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS
 from ros_vilasr.core.processor import load_processor
-from ros_vilasr.core.protocol import Box
-from ros_vilasr.core.render import Drawing, draw
-from ros_vilasr.core.session import Budget, Request, Session
+from ros_vilasr.core.session import Budget, Session
 from ros_vilasr.core.tiny_model import build_tiny_model
 
 MAX_NEW = 12
@@ -51,33 +49,11 @@ def engine(model, processor, **options):
     return TransformersEngine(model, processor, temperature=0.0, **options)
 
 
-class Dialogue:
-    """A drawing dialogue driven turn by turn: each model turn is followed by a user turn that
-    shows a new drawn image (a box on an earlier image), as a session's feedback does."""
+class Dialogue(DrawingDialogue):
+    """The benchmark's scripted drawing dialogue (a new drawn image every turn), plus its reference."""
 
     def __init__(self, key: str, seed: int, sizes=((448, 336), (336, 448))):
-        rng = np.random.default_rng(seed)
-        self.key, self.rng = key, rng
-        self.images = [prepare_image(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))).image
-                       for w, h in sizes]
-        parts = [{"type": "image", "index": i} for i in range(len(self.images))]
-        question = {"type": "text", "text": f"Where is the chair? ({key})"}
-        self.messages = [{"role": "system", "content": "You reason about space by drawing."},
-                         {"role": "user", "content": [*parts, question]}]
-        self.generated: list[list[int]] = []
-
-    def request(self) -> Request:
-        return Request(self.key, self.messages, self.images, MAX_NEW)
-
-    def add(self, reply) -> None:
-        self.generated.append(reply.token_ids)
-        self.messages.append({"role": "assistant", "content": reply.text})
-        k = int(self.rng.integers(len(self.images)))
-        x, y = (int(v) for v in self.rng.integers(0, 200, 2))
-        self.images.append(draw(self.images[k], Drawing(boxes=(Box(k + 1, "chair", (x, y, x + 60, y + 40)),))))
-        self.messages.append({"role": "user", "content": [
-            {"type": "image", "index": len(self.images) - 1},
-            {"type": "text", "text": f"The index of the given image is {len(self.images)}. Continue."}]})
+        super().__init__(key, seed, sizes, max_new_tokens=MAX_NEW)
 
     def reference(self, model, processor) -> list[int]:
         """The next turn's greedy tokens by a full re-prefill through transformers' generate."""

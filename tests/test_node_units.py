@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from ros_vilasr.core.images import evenly_spaced as spread
+from ros_vilasr.core.session import Reply, Session
 from ros_vilasr.node import params
 from ros_vilasr.node.conversions import (
     CHANNELS,
@@ -290,44 +291,110 @@ def test_spread():
 
 # -- the worker ----------------------------------------------------------------------------------
 
-def test_worker_bounds_pending_runs_in_order_and_cancels_queued_jobs_at_once():
-    gate, ran = threading.Event(), []
+DRAW_TURN = ('<think>mark it</think>\nAction: Object Mapper\n```json\n'
+             '[{"index": 1, "bbox_2d": [2, 2, 20, 20], "label": "chair"}]\n```')
+ANSWER_TURN = "<think>seen</think>\nAction: Answer\n<answer>A</answer>"
 
-    def run(job):
-        ran.append((job.question, threading.current_thread().name))
-        if job.question == "slow":
-            while not job.cancel.is_set() and not gate.is_set():
-                time.sleep(0.01)
 
-    worker = QueryWorker(run, max_pending=2)
-    jobs = [Job(q, []) for q in ("slow", "queued")]
+class ScriptedEngine:
+    """Engine double for the worker's scheduling (the DDS tests run the real engines): records the
+    questions of each call, draws on a dialogue's first turn and answers on its second; calls
+    listed in ``hold`` wait for ``release``. A cancelled request gets a cancelled reply and the call
+    returns early only when all of its requests are cancelled, as the real engines do (unless
+    ``deaf``: an engine stuck in a call that ignores cancel)."""
+
+    def __init__(self, hold=(), deaf=False):
+        self.calls: list[list[str]] = []
+        self.hold, self.deaf, self.release = set(hold), deaf, threading.Event()
+
+    def generate(self, requests, cancel=None):
+        self.calls.append([r.question for r in requests])
+
+        def cancelled(r):
+            return not self.deaf and r.cancel is not None and r.cancel.is_set()
+        if len(self.calls) in self.hold:
+            while not self.release.wait(0.01) and not all(map(cancelled, requests)):
+                pass
+        return [Reply("", error="cancelled") if cancelled(r) else
+                Reply(DRAW_TURN if len(r.messages) == 2 else ANSWER_TURN) for r in requests]
+
+
+def worker_for(engine, max_pending=4, max_concurrent=1, fail=()):
+    def start(job):
+        if job.question in fail:
+            raise RuntimeError("no frames decoded")
+        job.session = Session([Image.new("RGB", (56, 56), "white")], job.question, key=job.question)
+    return QueryWorker(start, engine, max_pending=max_pending, max_concurrent=max_concurrent)
+
+
+def wait_for_calls(engine, n, timeout=20.0):
+    deadline = time.monotonic() + timeout  # the first session pays the lazy image imports
+    while len(engine.calls) < n:
+        assert time.monotonic() < deadline, f"{n} engine calls expected, saw {engine.calls}"
+        time.sleep(0.005)
+
+
+def submit(worker, *questions):
+    jobs = [Job(q, []) for q in questions]
     for job in jobs:
         assert worker.reserve()
         worker.submit(job)
+    return jobs
+
+
+def test_worker_bounds_pending_runs_in_order_and_cancels_queued_jobs_at_once():
+    engine = ScriptedEngine(hold={1})
+    worker = worker_for(engine, max_pending=2)
+    slow, queued = submit(worker, "slow", "queued")
     assert not worker.reserve() and worker.pending == 2
-    worker.cancel(jobs[1])
-    assert jobs[1].done.wait(1.0) and jobs[1].finish_reason == "cancelled"
+    worker.cancel(queued)
+    assert queued.done.wait(1.0) and queued.finish_reason == "cancelled"
     assert worker.reserve()  # the cancelled job's slot is free again
     worker.release()
-    gate.set()
-    assert jobs[0].done.wait(1.0) and ran == [("slow", "vilasr-worker")]  # one worker thread, in order
+    engine.release.set()
+    assert slow.done.wait(20.0) and slow.finish_reason == "answer" and slow.session.answer == "A"
+    assert engine.calls == [["slow"], ["slow"]]  # two turns, the cancelled job never ran
+    assert worker.stop(1.0)
+
+
+def test_questions_arriving_while_others_run_join_them_between_turns():
+    """Continuous batching: jobs queued during a call join the running ones at the next turn, up
+    to max_concurrent, so one engine call carries dialogues at different turns."""
+    engine = ScriptedEngine(hold={1})
+    worker = worker_for(engine, max_concurrent=2)
+    a = submit(worker, "a")[0]
+    wait_for_calls(engine, 1)
+    b, c = submit(worker, "b", "c")
+    engine.release.set()
+    for job in (a, b, c):
+        assert job.done.wait(20.0) and job.finish_reason == "answer"
+    assert engine.calls == [["a"], ["a", "b"], ["b", "c"], ["c"]]
+    assert worker.stop(1.0)
+
+
+def test_cancelling_one_batched_job_leaves_the_others_running():
+    engine = ScriptedEngine(hold={2})
+    worker = worker_for(engine, max_concurrent=2)
+    a, b = submit(worker, "a", "b")
+    wait_for_calls(engine, 2)
+    assert engine.calls[1] == ["a", "b"]  # a's second turn and b's first, in one call
+    worker.cancel(b)
+    time.sleep(0.1)
+    assert not a.done.is_set()  # the call goes on for a
+    engine.release.set()
+    assert a.done.wait(20.0) and a.finish_reason == "answer"
+    assert b.done.wait(20.0) and b.finish_reason == "cancelled"
+    assert b.session.calls == sum(call.count("b") for call in engine.calls) - 1  # the cut reply was dropped
     assert worker.stop(1.0)
 
 
 def test_worker_stop_cancels_the_running_job_and_survives_failures():
-    def run(job):
-        if job.question == "boom":
-            raise RuntimeError("engine on fire")
-        job.cancel.wait(5.0)
-
-    worker = QueryWorker(run, max_pending=3)
-    boom, long = Job("boom", []), Job("long", [])
-    for job in (boom, long):
-        worker.reserve()
-        worker.submit(job)
-    assert boom.done.wait(1.0) and boom.finish_reason == "error" and "engine on fire" in boom.error
-    time.sleep(0.05)
-    assert worker.stop(2.0) and long.done.is_set() and long.cancel.is_set()
+    engine = ScriptedEngine(hold={1})
+    worker = worker_for(engine, max_pending=3, fail={"boom"})
+    boom, long = submit(worker, "boom", "long")
+    assert boom.done.wait(1.0) and boom.finish_reason == "error" and "no frames decoded" in boom.error
+    wait_for_calls(engine, 1)
+    assert worker.stop(2.0) and long.done.is_set() and long.finish_reason == "cancelled"
     late = Job("late", [])
     assert not worker.reserve()
     worker.submit(late)  # a stopped worker ends it at once
@@ -335,21 +402,19 @@ def test_worker_stop_cancels_the_running_job_and_survives_failures():
 
 
 def test_stop_ends_a_job_stuck_in_the_engine_without_waiting_for_it():
-    release, exited = threading.Event(), threading.Event()
-    worker = QueryWorker(lambda job: release.wait(10.0), max_pending=2)  # an engine that ignores cancel
-    stuck, queued = Job("stuck", []), Job("queued", [])
-    for job in (stuck, queued):
-        worker.reserve()
-        worker.submit(job)
-    time.sleep(0.05)
+    engine = ScriptedEngine(hold={1}, deaf=True)  # an engine call that ignores cancel
+    exited = threading.Event()
+    worker = worker_for(engine, max_pending=2)
+    stuck, queued = submit(worker, "stuck", "queued")
+    wait_for_calls(engine, 1)
     started = time.monotonic()
     assert not worker.stop(0.2, reason="the node stopped serving", on_exit=exited.set)
     assert time.monotonic() - started < 2.0
     for job in (stuck, queued):  # both ended now, with the reason
         assert job.done.is_set() and job.finish_reason == "cancelled" and job.error == "the node stopped serving"
     assert not exited.is_set()
-    release.set()  # the engine call returns at last: the worker frees the engine, ends nothing twice
-    assert exited.wait(2.0) and stuck.finished is not None
+    engine.release.set()  # the engine call returns at last: the worker frees the engine, ends nothing twice
+    assert exited.wait(20.0) and stuck.finished is not None and engine.calls == [["stuck"]]
 
 
 # -- typed answers and engines ---------------------------------------------------------------------
@@ -376,11 +441,12 @@ BASE = {p.name: p.default for p in params.PARAMETERS}
 
 @pytest.mark.parametrize("changes, expected", [
     ({}, ("transformers", "embedded",
-          {"device": "auto", "dtype": "auto", "temperature": 0.75, "top_p": 0.9})),
-    ({"device": "cpu", "dtype": "bfloat16", "temperature": 0.2, "top_p": 0.5},
-     ("transformers", "embedded", {"device": "cpu", "dtype": "bfloat16", "temperature": 0.2, "top_p": 0.5})),
+          {"device": "auto", "dtype": "auto", "quantization": "none", "temperature": 0.75, "top_p": 0.9})),
+    ({"device": "cpu", "dtype": "bfloat16", "quantization": "int8", "temperature": 0.2, "top_p": 0.5},
+     ("transformers", "embedded", {"device": "cpu", "dtype": "bfloat16", "quantization": "int8",
+                                   "temperature": 0.2, "top_p": 0.5})),
     ({"greedy": True}, ("transformers", "embedded",
-                        {"device": "auto", "dtype": "auto", "temperature": 0.0, "top_p": 0.9})),
+                        {"device": "auto", "dtype": "auto", "quantization": "none", "temperature": 0.0, "top_p": 0.9})),
     ({"engine": "vllm", "dtype": "float16", "max_images": 20, "max_pixels": 200704},
      ("vllm", "embedded", {"temperature": 0.75, "top_p": 0.9, "max_images": 20, "max_pixels": 200704,
                            "dtype": "float16"})),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class Request:
     images: list[Image.Image]  # every image of the dialogue, in the model's grid
     max_new_tokens: int
     question: str = ""
+    cancel: threading.Event | None = None  # this request alone (engines stop it where they can)
 
 
 @dataclass

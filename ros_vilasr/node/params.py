@@ -96,6 +96,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("dtype", "auto",
           "transformers / vllm engines: weight dtype (auto = bfloat16 on GPU, float32 on CPU).",
           choices=("auto", "bfloat16", "float16", "float32"), applies="activate"),
+    Param("quantization", "none",
+          "transformers engine: weight-only quantization of the language model (int8: torchao, CPU "
+          "or CUDA; int4: torchao on CUDA). Refused with the reason where the platform lacks it.",
+          choices=("none", "int8", "int4"), applies="activate"),
     Param("temperature", 0.75, "Sampling temperature (ignored when greedy).", range=(0.0, 2.0),
           applies="activate"),
     Param("top_p", 0.9, "Nucleus sampling top-p (ignored when greedy).", range=(0.0, 1.0),
@@ -116,6 +120,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("max_new_tokens", 16384, "Tokens generated per model call.", range=(1, 131072)),
     Param("max_pending", 4,
           "Queries accepted but not finished (running + queued); more are rejected with a reason.",
+          range=(1, MAX_PENDING_LIMIT)),
+    Param("max_concurrent", 4,
+          "Queries reasoned about at once, batched in one engine call per turn; a query arriving "
+          "while others run joins them at their next turn. More wait in the queue.",
           range=(1, MAX_PENDING_LIMIT)),
     Param("max_question_chars", 4000,
           "Longest question (options included) a query may have; longer ones are rejected with "

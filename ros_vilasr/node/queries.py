@@ -1,8 +1,9 @@
 """Query plumbing without ROS: the single reasoning worker, typed answers, engine arguments.
 
 The node stays a thin adapter: it turns goals and ``~/ask`` messages into ``Job``s, and a
-``QueryWorker`` runs them one at a time on its own thread (never on the executor), with a hard
-bound on how many may be pending so camera traffic and callers never back up without limit.
+``QueryWorker`` runs them on its own thread (never on the executor), up to ``max_concurrent``
+batched together, with a hard bound on how many may be pending so camera traffic and callers
+never back up without limit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ros_vilasr.core.driver import Batch
 from ros_vilasr.core.scoring import parse_number
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ class Job:
     problem_type: str = ""
     kind: str = "single"  # single | video | views (core.prompts)
     max_calls: int = 0  # 0 = the node's
-    on_step: Callable[[Job, Any, Any], None] | None = None  # (job, session, step)
     on_start: Callable[[Job], None] | None = None  # on the worker thread, before the session
     on_done: Callable[[Job], None] | None = None
     feedback: Callable[[Any], None] | None = None  # an action goal's publish_feedback
@@ -66,17 +67,22 @@ class Job:
 
 
 class QueryWorker:
-    """Runs jobs one at a time on a worker thread; at most ``max_pending`` queued + running."""
+    """Runs jobs on one worker thread, up to ``max_concurrent`` at once in one engine call per
+    round (continuous batching: a job queued while others run joins them at the next round); at
+    most ``max_pending`` queued + running. ``start(job)`` sets ``job.session`` (on the worker
+    thread) and returns its step callback ``(session, step)``, or None."""
 
-    def __init__(self, run: Callable[[Job], None], max_pending: int, name: str = "vilasr-worker"):
-        self.run = run  # builds and drives the session; called on the worker thread
-        self.max_pending = max_pending
+    def __init__(self, start: Callable[[Job], Callable | None], engine, max_pending: int,
+                 max_concurrent: int = 1, name: str = "vilasr-worker"):
+        self.start = start
+        self.max_pending, self.max_concurrent = max_pending, max_concurrent
+        self._batch = Batch(engine)
         self._queue: deque[Job] = deque()
         self._wake = threading.Condition()  # guards everything below
         self._pending = 0
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._stopped = False
-        self._abandoned = False  # stop() gave up waiting: the running job was ended without us
+        self._abandoned = False  # stop() gave up waiting: the running jobs were ended without us
         self._on_exit: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -86,8 +92,8 @@ class QueryWorker:
         return self._pending
 
     @property
-    def running(self) -> Job | None:
-        return self._running
+    def running(self) -> list[Job]:
+        return list(self._running)
 
     def reserve(self) -> bool:
         """Claim a pending slot (False when full or stopped); pair with submit() or release()."""
@@ -112,7 +118,8 @@ class QueryWorker:
         self._finish(job)
 
     def cancel(self, job: Job) -> None:
-        """Cancel a job: a queued one ends now, the running one at the engine's next check."""
+        """Cancel a job: a queued one ends now, a running one at the engine's next check (the
+        others in its batch go on)."""
         job.cancel.set()
         with self._wake:
             if job not in self._queue:
@@ -123,31 +130,53 @@ class QueryWorker:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._queue or self._stopped)
-                if not self._queue:
-                    return  # stopped and drained
-                job = self._running = self._queue.popleft()
-            if not job.cancel.is_set():
-                job.started = time.monotonic()
-                try:
-                    if job.on_start is not None:
-                        job.on_start(job)
-                    self.run(job)
-                except Exception as exc:  # noqa: BLE001 - a failed query must not kill the worker
-                    log.exception("query %r failed", short(job.question))
-                    job.error = f"{type(exc).__name__}: {exc}"
+                self._wake.wait_for(lambda: self._queue or self._running or self._stopped)
+                if self._stopped and not self._running:
+                    return  # stopped and drained (stop() ended the queued jobs)
+                joining = []
+                while self._queue and len(self._running) + len(joining) < self.max_concurrent:
+                    joining.append(self._queue.popleft())
+                self._running += joining
+            for job in joining:
+                self._join(job)
+            try:
+                ended = self._batch.round() if self._batch else []
+            except Exception as exc:  # noqa: BLE001 - a failed round must not kill the worker
+                log.exception("a reasoning round failed")
+                ended = [j.session for j in self._running if j.session is not None]
+                for job in self._running:
+                    job.error = job.error or f"{type(exc).__name__}: {exc}"
             with self._wake:
-                self._running = None
-                abandoned = self._abandoned
-            if abandoned:  # stop() ended this job already; the engine call has returned at last
-                if self._on_exit is not None:
-                    self._on_exit()
-                return
-            self._finish(job)
+                if self._abandoned:  # stop() ended these jobs; the engine call has returned at last
+                    if self._on_exit is not None:
+                        self._on_exit()
+                    return
+                done = [j for j in self._running if j.session is None or any(j.session is s for s in ended)]
+                self._running = [j for j in self._running if j not in done]
+            for job in done:
+                self._finish(job)
+
+    def _join(self, job: Job) -> None:
+        """Start a job's session and add it to the batch; a job that cannot start ends (no session)."""
+        if job.cancel.is_set():
+            return
+        job.started = time.monotonic()
+        try:
+            if job.on_start is not None:
+                job.on_start(job)
+            on_step = self.start(job)
+        except Exception as exc:  # noqa: BLE001 - a failed query must not kill the worker
+            log.exception("query %r failed", short(job.question))
+            job.error = f"{type(exc).__name__}: {exc}"
+            job.session = None
+            return
+        self._batch.add(job.session, on_step, job.cancel)
 
     def _finish(self, job: Job) -> None:
-        job.finished = time.monotonic()
         with self._wake:
+            if job.finished is not None:
+                return  # ended already (by stop(), while the engine call was stuck)
+            job.finished = time.monotonic()
             self._pending -= 1  # before done: a caller told "done" may submit again at once
         if job.on_done is not None:
             try:
@@ -158,15 +187,14 @@ class QueryWorker:
 
     def stop(self, timeout: float, reason: str = "", on_exit: Callable[[], None] | None = None) -> bool:
         """Cancel and end every job within ``timeout`` s, whatever the engine does. Queued jobs
-        end at once. A running job that has not returned by then is ended here (cancelled, with
-        ``reason``) and left to its thread, which calls ``on_exit`` once the engine call returns
+        end at once. Running jobs that have not returned by then are ended here (cancelled, with
+        ``reason``) and left to the thread, which calls ``on_exit`` once the engine call returns
         (so the engine is freed then, not under it). True when the thread ended in time."""
         with self._wake:
             self._stopped = True
             queued = list(self._queue)
             self._queue.clear()
-            running = self._running
-            for job in [*queued, *([running] if running else [])]:
+            for job in [*queued, *self._running]:
                 job.error = job.error or reason or None
                 job.cancel.set()
             self._wake.notify_all()
@@ -176,13 +204,14 @@ class QueryWorker:
         if not self._thread.is_alive():
             return True
         with self._wake:
-            running = self._running
-            if running is not None:
+            running = list(self._running)
+            if running:
                 self._abandoned, self._on_exit = True, on_exit
-        if running is None:  # it returned just now: only its _finish is left
+        if not running:  # it returned just now: only finishing is left
             self._thread.join()
             return True
-        self._finish(running)
+        for job in running:
+            self._finish(job)
         return False
 
 
@@ -233,7 +262,7 @@ def engine_arguments(p: dict) -> tuple[str, str | None, dict]:
     name = p["engine"]
     temperature = 0.0 if p["greedy"] else p["temperature"]  # every engine reads 0 as greedy
     if name == "transformers":
-        return name, p["model"], {"device": p["device"], "dtype": p["dtype"],
+        return name, p["model"], {"device": p["device"], "dtype": p["dtype"], "quantization": p["quantization"],
                                   "temperature": temperature, "top_p": p["top_p"]}
     if name == "vllm":
         options = {"temperature": temperature, "top_p": p["top_p"], "max_images": p["max_images"],

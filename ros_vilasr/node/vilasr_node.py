@@ -40,7 +40,6 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from visualization_msgs.msg import ImageMarker
 
-from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import create_engine, warm_up
 from ros_vilasr.core.models import run_profile
 from ros_vilasr.core.session import Budget, Session
@@ -146,8 +145,8 @@ class VilasrNode(LifecycleNode):
         names = {c.name for c in changes}
         if names & set(KEYFRAME_PARAMS):
             self._buffer.apply(self._keyframe_settings())
-        if "max_pending" in names and self._worker is not None:
-            self._worker.max_pending = self._p("max_pending")
+        if self._worker is not None:
+            self._worker.max_pending, self._worker.max_concurrent = self._p("max_pending"), self._p("max_concurrent")
         if "diagnostics_period_s" in names and self._diagnostics_timer is not None:
             self._start_diagnostics_timer()
 
@@ -213,7 +212,8 @@ class VilasrNode(LifecycleNode):
         self.get_logger().info(f"engine ready in {time.monotonic() - start:.1f} s")
         try:
             result = super().on_activate(state)  # publishers first: results must go out
-            self._worker = QueryWorker(self._run_job, max_pending=values["max_pending"])
+            self._worker = QueryWorker(self._start_job, self._engine, max_pending=values["max_pending"],
+                                       max_concurrent=values["max_concurrent"])
             self._subscribe_cameras(values["image_topics"], values["image_reliability"])
             self._ask_subscription = self.create_subscription(
                 String, "~/ask", self._on_ask, REQUESTS_QOS, callback_group=self._serving_group)
@@ -450,8 +450,9 @@ class VilasrNode(LifecycleNode):
         return Job(question.strip(), frames, list(options), problem_type,
                    kind if len(frames) > 1 else "single", min(max_calls, MAX_CALLS_LIMIT))
 
-    def _run_job(self, job: Job) -> None:
-        """On the worker thread: one session, driven by the core, streaming each step."""
+    def _start_job(self, job: Job):
+        """On the worker thread: the job's session (the worker drives it, batched with the others
+        running) and its step callback, which streams each step."""
         p = self._values()
         budget = Budget(max_calls=job.max_calls or p["max_calls"], max_images=p["max_images"],
                         max_new_tokens=p["max_new_tokens"])
@@ -459,8 +460,7 @@ class VilasrNode(LifecycleNode):
         job.session = Session(images, job.question, options=job.options, problem_type=job.problem_type,
                               kind=job.kind, budget=budget, max_pixels=p["max_pixels"],
                               system_prompt_path=p["system_prompt_file"] or None)
-        on_step = functools.partial(self._publish_step, job, next(self._query_ids))
-        run_sessions([job.session], self._engine, on_step=on_step, cancel=job.cancel)
+        return functools.partial(self._publish_step, job, next(self._query_ids))
 
     def _admit(self, question: str, options=(), problem_type: str = "", **selection) -> Job:
         """The query's job with a pending slot reserved, or a rejected job saying why."""
@@ -634,7 +634,7 @@ class VilasrNode(LifecycleNode):
             "enabled": str(self._enabled), "engine": self._p("engine"), "model": model_id(self._values()),
             "model_state": self._engine_state, "model_loaded": str(self._engine is not None),
             "queue_depth": str(worker.pending if worker else 0),
-            "running": repr(short(worker.running.question)) if worker and worker.running else "",
+            "running": ", ".join(repr(short(j.question)) for j in worker.running) if worker else "",
             "queries_answered": str(self._served), "queries_rejected": str(self._rejected),
             "last_latency_s": f"{self._last['latency_s']:.3f}",
             "last_tokens_per_s": f"{self._last['tokens_per_s']:.1f}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from ..images import NO_RESIZE_MAX_PIXELS
 from ..processor import load_processor
 from ..session import Reply, Request
 from . import kv_cache
+from .quantize import quantize
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -47,6 +49,7 @@ class _Row:
     next_position: int  # of the first generated token
     vision: dict  # pixel values and grids of the images among them
     max_new: int
+    cancel: threading.Event | None  # this request alone
     generated: list[int] = field(default_factory=list)
     columns: list[int] = field(default_factory=list)  # cache columns of the prompt tokens
 
@@ -55,7 +58,7 @@ class TransformersEngine:
     def __init__(self, model, processor=None, device: str = "auto", dtype: str = "auto",
                  temperature: float = 0.75, top_p: float = 0.9, seed: int | None = None,
                  max_cached_dialogues: int = 1024, cache_reuse: bool = True,
-                 max_cached_tokens: int = 131072):
+                 max_cached_tokens: int = 131072, quantization: str = "none"):
         self.device = resolve_device(device)
         if isinstance(model, str) or model is None:
             if not model:
@@ -67,7 +70,7 @@ class TransformersEngine:
             if processor is None:
                 raise ValueError("pass the processor along with an in-memory model")
             self.processor = processor
-        self.model = model.eval()
+        self.model = quantize(model, quantization, self.device).eval()
         self.temperature, self.top_p = temperature, top_p
         self.generator_seed = seed
         self._encodings: OrderedDict[str, DialogueEncoding] = OrderedDict()
@@ -75,6 +78,7 @@ class TransformersEngine:
         # ~7.5 GB of bf16 key/values for a 7B Qwen2.5-VL (57 kB a token); kilobytes for the embedded model
         self.cache_reuse = cache_reuse
         self._pasts = kv_cache.PastStore(max_cached_tokens)
+        self.timing: dict = {}  # of the last generate call: prefill and decode seconds, token counts
         tok = self.processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
@@ -96,15 +100,18 @@ class TransformersEngine:
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
         encodings = [self.encoding(r) for r in requests]
         pasts = [self._pasts.take(r.key, e) if self.cache_reuse else None for r, e in zip(requests, encodings)]
-        rows = [self._row(e, p, r.max_new_tokens) for r, e, p in zip(requests, encodings, pasts)]
+        rows = [self._row(e, p, r) for r, e, p in zip(requests, encodings, pasts)]
         if self.generator_seed is not None:
             torch.manual_seed(self.generator_seed)
+        start = time.perf_counter()
         cache = kv_cache.stack(pasts, self.model.config, self.device)
         logits, mask = self._prefill(rows, cache)
-        fed = self._decode(rows, cache, logits, mask, cancel)
+        fed, first_token = self._decode(rows, cache, logits, mask, cancel)
+        self.timing = {"prefill_s": first_token - start, "decode_s": time.perf_counter() - first_token,
+                       "prefill_tokens": sum(len(r.new) for r in rows), "decode_steps": fed}
         return [self._reply(i, row, request, cache, fed) for i, (row, request) in enumerate(zip(rows, requests))]
 
-    def _row(self, encoding: DialogueEncoding, past: kv_cache.Past | None, max_new_tokens: int) -> _Row:
+    def _row(self, encoding: DialogueEncoding, past: kv_cache.Past | None, request: Request) -> _Row:
         prompt = encoding.prompt_ids()
         start, images, offset = (past.length, past.images, past.next_position) if past else (0, 0, 0)
         new = prompt[start:]
@@ -113,7 +120,8 @@ class TransformersEngine:
         positions, _ = self.model.model.get_rope_index(
             torch.tensor([new]), torch.tensor([encoding.mm_token_type_ids(new)]), vision.get("image_grid_thw"))
         positions = positions[:, 0] + offset
-        return _Row(encoding, prompt, start, new, positions, int(positions.max()) + 1, vision, max(max_new_tokens, 1))
+        return _Row(encoding, prompt, start, new, positions, int(positions.max()) + 1, vision,
+                    max(request.max_new_tokens, 1), request.cancel)
 
     def _prefill(self, rows: list[_Row], cache) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward pass over every row's new tokens after its past. Rows are left-padded (past
@@ -139,21 +147,25 @@ class TransformersEngine:
         out = self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float(), inputs["attention_mask"]
 
-    def _decode(self, rows: list[_Row], cache, logits, mask, cancel) -> int:
+    def _decode(self, rows: list[_Row], cache, logits, mask, cancel) -> tuple[int, float]:
         """Sample every row's reply (a stopped row is fed padding, as generate does) until all have
-        stopped or ``cancel`` is set. Returns how many sampled tokens were fed back."""
+        stopped (a row whose own cancel is set stops at once) or ``cancel`` is set. Returns how
+        many sampled tokens were fed back, and when the first token was known (prefill's end)."""
         done = [False] * len(rows)
         fed = 0
         while True:
-            tokens = self._pick(logits).tolist()
+            tokens = self._pick(logits).tolist()  # waits for the device
+            if fed == 0:
+                first_token = time.perf_counter()
             for i, row in enumerate(rows):
+                done[i] = done[i] or (row.cancel is not None and row.cancel.is_set())
                 if done[i]:
                     tokens[i] = self.pad_id
                     continue
                 row.generated.append(tokens[i])
                 done[i] = tokens[i] == self.eos_id or len(row.generated) >= row.max_new
             if all(done) or (cancel is not None and cancel.is_set()):
-                return fed
+                return fed, first_token
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
             positions = torch.tensor([r.next_position + fed for r in rows], device=self.device)
             out = self.model(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=mask,
@@ -177,6 +189,8 @@ class TransformersEngine:
         return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
 
     def _reply(self, index: int, row: _Row, request: Request, cache, fed: int) -> Reply:
+        if row.cancel is not None and row.cancel.is_set():
+            return Reply("", error="cancelled")  # not a turn: the dialogue stays as it was
         ids = row.generated[: request.max_new_tokens]
         if self.cache_reuse:  # keep what the model has read: the prompt and every token but the last
             width = cache.get_seq_length()

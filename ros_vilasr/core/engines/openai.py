@@ -129,14 +129,18 @@ class OpenAIEngine:
                     pass  # already closed
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
-        cancel = cancel if cancel is not None else threading.Event()
+        # one stop event per request: set by the call's cancel or by the request's own
+        stops = [threading.Event() for _ in requests]
         with ThreadPoolExecutor(min(self.max_concurrency, max(1, len(requests)))) as pool:
-            futures = [pool.submit(self._one, r, cancel) for r in requests]
+            futures = {pool.submit(self._one, r, stop): (r, stop) for r, stop in zip(requests, stops)}
             pending = set(futures)
             while pending:
                 _, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                if pending and cancel.is_set():
-                    self._abort(cancel)
+                for future in pending:
+                    request, stop = futures[future]
+                    if any(e is not None and e.is_set() for e in (cancel, request.cancel)):
+                        stop.set()
+                        self._abort(stop)
             return [f.result() for f in futures]
 
     def forget(self, key: str) -> None:

@@ -67,25 +67,31 @@ class VLLMEngine:
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
         """Step vLLM's engine until every request finished; on cancel, abort them in vLLM and
-        return at once (cancelled replies)."""
+        return at once (cancelled replies). A request whose own cancel is set is aborted alone."""
         engine = self.llm.llm_engine
         ids = [f"{r.key}#{next(self._ids)}" for r in requests]
         for request_id, request in zip(ids, requests):
             params = self._sampling_params(**sampling_args(request, self.temperature, self.top_p, self.seed,
                                                            self.suppress))
             engine.add_request(request_id, build_prompt(request), params)
-        finished = {}
+        finished, dropped = {}, set()
         try:
-            while len(finished) < len(ids):
+            while len(finished) + len(dropped) < len(ids):
                 if cancel is not None and cancel.is_set():
                     break
+                if own := [i for i, r in zip(ids, requests) if r.cancel is not None and r.cancel.is_set()
+                           and i not in finished and i not in dropped]:
+                    engine.abort_request(own)
+                    dropped.update(own)
+                    continue
                 finished |= {o.request_id: o for o in engine.step() if o.finished}
         finally:
-            if unfinished := [i for i in ids if i not in finished]:
+            if unfinished := [i for i in ids if i not in finished and i not in dropped]:
                 engine.abort_request(unfinished)  # cancelled, or an exception: nothing left running
-        if len(finished) < len(ids):
+        if len(finished) + len(dropped) < len(ids):
             return [Reply("", error="cancelled") for _ in requests]
-        return replies([finished[i] for i in ids])
+        done = dict(zip([i for i in ids if i in finished], replies([finished[i] for i in ids if i in finished])))
+        return [done.get(i, Reply("", error="cancelled")) for i in ids]
 
     def forget(self, key: str) -> None:
         pass  # stateless between turns (the server / prefix cache keeps what it keeps)
