@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import describe, markdown  # noqa: E402
 from ros_vilasr.core.engines.hf import TransformersEngine  # noqa: E402
 from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS, prepare_image  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 from ros_vilasr.core.protocol import Box  # noqa: E402
 from ros_vilasr.core.render import Drawing, draw  # noqa: E402
@@ -80,7 +80,7 @@ class DrawingDialogue:
 
 def build_engine(shape: str, device: str, tmp: str, cache_reuse: bool) -> TransformersEngine:
     if shape == "embedded":
-        return TransformersEngine(str(EMBEDDED), device=device, dtype="float32", temperature=0.0,
+        return TransformersEngine(str(EMBEDDED_DIR), device=device, dtype="float32", temperature=0.0,
                                   cache_reuse=cache_reuse)
     from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
