@@ -110,7 +110,8 @@ def run(engine: TransformersEngine, sessions: int, turns: int, max_new_tokens: i
             torch.cuda.reset_peak_memory_stats()
         replies = engine.generate([d.request() for d in dialogues])
         t = engine.timing
-        rows.append({"turn": turn, "prompt_tokens": replies[0].prompt_tokens, "prefill_tokens": t["prefill_tokens"],
+        rows.append({"turn": turn, "prompt_tokens": sum(r.prompt_tokens for r in replies),
+                     "prefill_tokens": t["prefill_tokens"],
                      "prefill_ms": 1e3 * t["prefill_s"],
                      "decode_ms_per_token": 1e3 * t["decode_s"] / max(t["decode_steps"], 1),
                      "decode_tokens_per_s": sessions * t["decode_steps"] / t["decode_s"] if t["decode_s"] else 0.0,
@@ -177,7 +178,8 @@ def report(r: dict) -> str:
             continue
         plain = next(x for x in r["runs"] if x["sessions"] == run_["sessions"] and not x["cache_reuse"])
         lines += [f"## {run_['sessions']} session(s)", "",
-                  "| turn | dialogue tokens | prefill tokens (reuse / full) | prefill ms (reuse) | prefill ms (full) | "
+                  "| turn | dialogue tokens (all sessions) | prefill tokens (reuse / full) | prefill ms (reuse) | "
+                  "prefill ms (full) | "
                   "decode ms/token (reuse / full) | decode tokens/s (reuse) | GPU peak GiB (reuse / full) |",
                   "|---|---|---|---|---|---|---|---|"]
         for a, b in zip(run_["turns"], plain["turns"]):

@@ -146,3 +146,20 @@ def test_without_cache_reuse_nothing_is_kept(model, processor):
         assert reply.token_ids == expected
         dialogue.add(reply)
     assert plain._pasts.tokens == 0
+
+
+def test_serving_benchmark_prefills_only_the_new_turn_with_reuse(tmp_path):
+    """benchmarks/gpu.py at toy scale (the shipped model, CPU): with reuse a turn after the first
+    prefills only its new tokens (the drawn image and feedback), without reuse the whole dialogue."""
+    from benchmarks import gpu
+
+    result = gpu.main(["--shape", "embedded", "--sessions", "1", "2", "--turns", "3", "--max-new-tokens", "4",
+                       "--out", str(tmp_path)])
+    runs = {(r["sessions"], r["cache_reuse"]): r["turns"] for r in result["runs"]}
+    for sessions in (1, 2):
+        reuse, full = runs[(sessions, True)], runs[(sessions, False)]
+        assert reuse[0]["prefill_tokens"] == full[0]["prefill_tokens"]  # the first turn reads everything
+        for a, b in zip(reuse[1:], full[1:]):
+            assert b["prefill_tokens"] == b["prompt_tokens"]  # all sessions, all of the dialogue
+            assert a["prefill_tokens"] < b["prefill_tokens"] / 2 and a["prompt_tokens"] == b["prompt_tokens"]
+    assert (tmp_path / "serving_embedded_cpu.md").read_text().count("| 3 |") == 2
