@@ -149,6 +149,15 @@ def compressed_payload(msg, max_pixels: int) -> tuple[CompressedPayload, np.ndar
 
 # -- outputs ---------------------------------------------------------------------------------------
 
+def rgba(name: str, alpha: float = 1.0):
+    """std_msgs/ColorRGBA of a PIL colour name (the renderer's palette)."""
+    from PIL import ImageColor
+    from std_msgs.msg import ColorRGBA
+
+    r, g, b = ImageColor.getrgb(name)[:3]
+    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=alpha)
+
+
 def to_image_msg(image: Image.Image, header):
     """sensor_msgs/Image (rgb8) of a PIL image, carrying ``header`` (its source frame's)."""
     from sensor_msgs.msg import Image as ImageMsg

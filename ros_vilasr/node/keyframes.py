@@ -59,10 +59,12 @@ class Frame:
     payload: Any  # has .nbytes and .to_pil()
     received: float  # arrival time, monotonic seconds
     thumb: np.ndarray | None = None
+    depth: Any = None  # the aligned depth and intrinsics it was taken with (node.depth.DepthView)
 
     @property
     def nbytes(self) -> int:
-        return self.payload.nbytes + (self.thumb.nbytes if self.thumb is not None else 0)
+        extra = sum(x.nbytes for x in (self.thumb, self.depth) if x is not None)
+        return self.payload.nbytes + extra
 
 
 @dataclass

@@ -7,23 +7,18 @@ every coordinate a robot sees is in that frame's pixels (the session keeps both 
 from __future__ import annotations
 
 from geometry_msgs.msg import Point
-from PIL import ImageColor
 from sensor_msgs.msg import Image
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import Header
 from visualization_msgs.msg import ImageMarker
 
 from ros_vilasr.core.render import PALETTE, STROKE
 from ros_vilasr_interfaces.msg import DrawOp, ReasoningStep, SpatialAnswer
 
-from .conversions import to_image_msg
+from .conversions import rgba, to_image_msg
+from .depth import lift_fields
 from .queries import CHOICE, NUMBER, Job, typed_answer
 
 ANSWER_KINDS = {CHOICE: SpatialAnswer.KIND_CHOICE, NUMBER: SpatialAnswer.KIND_NUMBER}
-
-
-def rgba(name: str) -> ColorRGBA:
-    r, g, b = ImageColor.getrgb(name)[:3]
-    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
 
 
 def source_header(job: Job, image_index: int) -> Header:
@@ -36,7 +31,8 @@ def step_msg(job: Job, step) -> ReasoningStep:
                   image_index=op.image_index, source_image_index=op.source_index,
                   model_coords=[float(c) for c in op.model_coords],
                   source_coords=[float(c) for c in op.source_coords],
-                  header=job.frames[op.source_index - 1].header)
+                  header=job.frames[op.source_index - 1].header,
+                  **lift_fields(job.frames[op.source_index - 1], op))
            for op in step.ops]
     return ReasoningStep(step=step.step, thought=step.thought or "", action=step.action or "", ops=ops,
                          revises_earlier=step.revises, new_image_indices=step.new_images,
@@ -76,6 +72,12 @@ def markers(job: Job, query: int, image_index: int) -> list[ImageMarker]:
         add(ImageMarker.LINE_LIST, scale=width, outline_color=rgba("black"), points=ends)
         add(ImageMarker.POINTS, scale=width * 2, points=ends, outline_colors=[rgba("red"), rgba("blue")])
     return out
+
+
+def box_colours(job: Job, step) -> dict[str, str]:
+    """Label -> palette colour of the boxes in the images a step drew (as the renderer coloured them)."""
+    return {box.label: PALETTE[i % len(PALETTE)] for n in step.new_images
+            for i, box in enumerate(job.session.drawings[n - 1].boxes)}
 
 
 def answer_msg(job: Job, model: str) -> SpatialAnswer:

@@ -49,6 +49,16 @@ PARAMETERS: tuple[Param, ...] = (
           "Reliability of the camera subscriptions (sensor-data QoS otherwise). best_effort "
           "receives from every publisher; reliable receives nothing from best-effort cameras.",
           choices=RELIABILITIES, applies="activate"),
+    Param("depth_topics", ("",),
+          "Aligned depth image per camera, in image_topics' order ('' = none): sensor_msgs/Image "
+          "16UC1 (mm) or 32FC1 (m), or a .../compressedDepth topic. Drawings on a camera with depth "
+          "are lifted to 3-D (DrawOp position, extent, length_m; ~/markers_3d).", applies="activate"),
+    Param("camera_info_topics", ("",),
+          "camera_info per camera, in image_topics' order ('' = next to its depth topic: "
+          ".../camera_info).", applies="activate"),
+    Param("depth_tolerance_s", 0.05,
+          "Largest stamp difference between a colour frame and the depth image paired with it.",
+          range=(0.0, 1.0), applies="activate"),
     Param("keyframe_min_interval_s", 0.5,
           "Minimum time between two key frames of one camera (arrival time).",
           range=(0.0, 3600.0), applies="buffer"),

@@ -38,7 +38,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
-from visualization_msgs.msg import ImageMarker
+from visualization_msgs.msg import ImageMarker, MarkerArray
 
 from ros_vilasr.core.engines import create_engine, warm_up
 from ros_vilasr.core.models import run_profile
@@ -48,6 +48,7 @@ from ros_vilasr_interfaces.msg import SpatialAnswer
 
 from . import messages, params
 from .conversions import FrameError, compressed_payload, raw_payload
+from .depth import DepthInputs, markers_3d
 from .diagnostics import CameraStats, diagnostic_array
 from .keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings
 from .queries import (
@@ -103,10 +104,12 @@ class VilasrNode(LifecycleNode):
         self._engine_params: dict = {}
         self._worker: QueryWorker | None = None
         self._camera_subscriptions = []
+        self._depth = DepthInputs()
         self._ask_subscription = None
         self._query_server = None
         self._retiring: list = []  # [action server, timer] of a cleanup, until its results are out
         self._answer_publisher = self._annotated_publisher = self._markers_publisher = None
+        self._markers_3d_publisher = None
         self._diagnostics_publisher = self._diagnostics_timer = None
         self._staged_goals: dict[int, tuple] = {}  # id(goal message) -> (goal, job), until accepted
         self._goal_jobs: dict[bytes, Job] = {}  # goal uuid -> job, until its result is sent
@@ -173,6 +176,7 @@ class VilasrNode(LifecycleNode):
         self._answer_publisher = self.create_lifecycle_publisher(SpatialAnswer, "~/answer", 10)
         self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
         self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
+        self._markers_3d_publisher = self.create_lifecycle_publisher(MarkerArray, "~/markers_3d", 10)
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._enable_service = self.create_service(SetBool, "~/enable", self._on_enable,
                                                    callback_group=self._serving_group)
@@ -214,7 +218,9 @@ class VilasrNode(LifecycleNode):
             result = super().on_activate(state)  # publishers first: results must go out
             self._worker = QueryWorker(self._start_job, self._engine, max_pending=values["max_pending"],
                                        max_concurrent=values["max_concurrent"])
-            self._subscribe_cameras(values["image_topics"], values["image_reliability"])
+            qos = self._subscribe_cameras(values["image_topics"], values["image_reliability"])
+            self._depth.subscribe(self, values["image_topics"], values["depth_topics"], values["camera_info_topics"],
+                                  values["depth_tolerance_s"], qos, self._image_group, self._count_drop)
             self._ask_subscription = self.create_subscription(
                 String, "~/ask", self._on_ask, REQUESTS_QOS, callback_group=self._serving_group)
         except Exception:
@@ -264,7 +270,7 @@ class VilasrNode(LifecycleNode):
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
-        for attr in ("_answer_publisher", "_annotated_publisher", "_markers_publisher"):
+        for attr in ("_answer_publisher", "_annotated_publisher", "_markers_publisher", "_markers_3d_publisher"):
             if (pub := getattr(self, attr)) is not None:
                 self.destroy_lifecycle_publisher(pub)
                 setattr(self, attr, None)
@@ -280,6 +286,7 @@ class VilasrNode(LifecycleNode):
         for sub in self._camera_subscriptions:
             self.destroy_subscription(sub)
         self._camera_subscriptions = []
+        self._depth.destroy(self)
         if self._ask_subscription is not None:
             self.destroy_subscription(self._ask_subscription)
             self._ask_subscription = None
@@ -338,7 +345,7 @@ class VilasrNode(LifecycleNode):
 
     # -- cameras -------------------------------------------------------------------------------
 
-    def _subscribe_cameras(self, topics: list[str], reliability: str) -> None:
+    def _subscribe_cameras(self, topics: list[str], reliability: str) -> QoSProfile:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
                          durability=qos_profile_sensor_data.durability,
                          reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
@@ -353,6 +360,7 @@ class VilasrNode(LifecycleNode):
                 callback_group=self._image_group, event_callbacks=events))
             self._stats(topic)
         self.get_logger().info(f"subscribed to {', '.join(topics)} ({reliability})")
+        return qos
 
     def _stats(self, camera: str) -> CameraStats:
         with self._stats_lock:
@@ -369,6 +377,8 @@ class VilasrNode(LifecycleNode):
             payload, pixels = compressed_payload(msg, limit) if compressed else raw_payload(msg, limit)
             evictions = self._buffer.evictions
             self._buffer.offer(camera, msg.header, payload, pixels)
+            self._depth.on_colour(camera, self._buffer.latest([camera])[0], msg.header,
+                                  (pixels.shape[1], pixels.shape[0]), self._count_drop)
             if self._buffer.evictions != evictions and MALLOC_TRIM is not None:
                 MALLOC_TRIM(0)
         except FrameError as exc:
@@ -377,6 +387,9 @@ class VilasrNode(LifecycleNode):
             self._drop(camera, stats, "too_large", str(exc))
         except Exception as exc:  # noqa: BLE001 - no frame may take the node down
             self._drop(camera, stats, "error", f"{type(exc).__name__}: {exc}")
+
+    def _count_drop(self, camera: str, kind: str, reason: str) -> None:
+        self._drop(camera, self._stats(camera), kind, reason)
 
     def _drop(self, camera: str, stats: CameraStats, kind: str, reason: str) -> None:
         stats.dropped[kind] += 1
@@ -588,15 +601,17 @@ class VilasrNode(LifecycleNode):
     # -- outputs -------------------------------------------------------------------------------
 
     def _publish_step(self, job: Job, query: int, session, step) -> None:
-        """Worker thread, after every model turn: feedback, drawn images, their markers."""
-        images = messages.step_images(job, step)
+        """Worker thread, after every model turn: feedback, drawn images, their markers (2-D, 3-D)."""
+        images, msg = messages.step_images(job, step), messages.step_msg(job, step)
         if job.feedback is not None:
-            job.feedback(SpatialQuery.Feedback(step=messages.step_msg(job, step), images=images))
+            job.feedback(SpatialQuery.Feedback(step=msg, images=images))
         for image in images:
             self._annotated_publisher.publish(image)
         for n in step.new_images:
             for marker in messages.markers(job, query, n):
                 self._markers_publisher.publish(marker)
+        if any(op.lifted for op in msg.ops):
+            self._markers_3d_publisher.publish(markers_3d(msg.ops, messages.box_colours(job, step), query, step.step))
 
     def _publish_answer(self, job: Job) -> None:
         """Every finished query, from the action or ~/ask (worker thread)."""
