@@ -22,6 +22,11 @@ PARAMETERS = [
     ("image_topics", "['/camera/image_raw']", List[str],  # noqa: UP006
      "Camera topics (sensor_msgs/Image; CompressedImage for topics ending in /compressed)"),
     ("image_reliability", "best_effort", str, "Camera subscription reliability: best_effort | reliable"),
+    ("depth_topics", "['']", List[str],  # noqa: UP006
+     "Aligned depth topic per camera, in image_topics' order ('' = none)"),
+    ("camera_info_topics", "['']", List[str],  # noqa: UP006
+     "camera_info per camera ('' = next to its depth topic)"),
+    ("depth_tolerance_s", "0.05", float, "Largest colour / depth stamp difference when pairing"),
     ("keyframe_min_interval_s", "0.5", float, "Minimum time between two key frames of a camera"),
     ("keyframe_change_threshold", "0.02", float, "Minimum visual change (0..1) for a new key frame"),
     ("keyframes_per_camera", "16", int, "Key frames kept per camera"),

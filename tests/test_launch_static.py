@@ -127,13 +127,14 @@ def test_config_yaml_sets_every_parameter_to_its_default():
 def test_visualisation_configs_show_cameras_drawings_and_answers():
     rviz = yaml.safe_load((REPO / "config" / "vilasr.rviz").read_text())
     topics = [d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]]
-    assert "/camera/image_raw" in topics and "/vilasr_node/annotated" in topics
+    assert {"/camera/image_raw", "/vilasr_node/annotated", "/vilasr_node/markers_3d"} <= set(topics)
     layout = json.loads((REPO / "config" / "foxglove_layout.json").read_text())
     panels = layout["configById"]
     images = [c["imageMode"]["imageTopic"] for k, c in panels.items() if k.startswith("Image!")]
     assert {"/camera/image_raw", "/vilasr_node/annotated"} <= set(images)
     assert any(c.get("topicPath", "").startswith("/vilasr_node/answer") for c in panels.values())
     assert any("/vilasr_node/markers" in c.get("imageMode", {}).get("annotations", {}) for c in panels.values())
+    assert panels["3D!drawings"]["topics"]["/vilasr_node/markers_3d"]["visible"]
     placed = json.dumps(layout["layout"])
     assert all(panel in placed for panel in panels)
 

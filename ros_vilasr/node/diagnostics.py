@@ -1,8 +1,9 @@
 """What the node reports on ``/diagnostics``: one status for the model, one per camera, one for
-the frame buffer (``diagnostic_msgs`` glue, no node state)."""
+the frame buffer (``diagnostic_msgs`` glue), and the per-camera fault counts behind them."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +17,32 @@ class CameraStats:
     dropped: Counter = field(default_factory=Counter)  # reason kind -> frames
     incompatible_qos: int = 0
     last_drop: str = ""
+
+
+class CameraHealth:
+    """Per camera: frames received and dropped by kind of fault, each (camera, kind) logged once
+    (a bad camera at 30 Hz must not flood the log; /diagnostics counts every one)."""
+
+    def __init__(self, warn):
+        self._warn, self._cameras, self._logged = warn, {}, set()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, camera: str) -> CameraStats:
+        with self._lock:
+            return self._cameras.setdefault(camera, CameraStats())
+
+    def drop(self, camera: str, kind: str, reason: str) -> None:
+        stats = self[camera]
+        stats.dropped[kind] += 1
+        stats.last_drop = reason
+        if (camera, kind) not in self._logged:
+            self._logged.add((camera, kind))
+            self._warn(f"dropping frames from {camera}: {reason} (logged once for this camera and fault; "
+                       "counted in /diagnostics)")
+
+    def snapshot(self) -> dict[str, CameraStats]:
+        with self._lock:
+            return dict(self._cameras)
 
 
 def _status(level, name: str, message: str, hardware_id: str, values: dict) -> DiagnosticStatus:

@@ -49,7 +49,7 @@ from ros_vilasr_interfaces.msg import SpatialAnswer
 from . import messages, params
 from .conversions import FrameError, compressed_payload, raw_payload
 from .depth import DepthInputs, markers_3d
-from .diagnostics import CameraStats, diagnostic_array
+from .diagnostics import CameraHealth, diagnostic_array
 from .keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings
 from .queries import (
     PROBLEM_TYPES,
@@ -96,9 +96,7 @@ class VilasrNode(LifecycleNode):
         self._enabled = True  # ~/enable: inference and frame buffering paused when False
         self._enable_service = None
         self._buffer = KeyFrameBuffer(self._keyframe_settings())
-        self._camera_stats: dict[str, CameraStats] = {}
-        self._stats_lock = threading.Lock()
-        self._logged_drops: set[tuple[str, str]] = set()
+        self._health = CameraHealth(lambda text: self.get_logger().warning(text))
         self._engine = None
         self._engine_state = "not loaded"
         self._engine_params: dict = {}
@@ -220,7 +218,7 @@ class VilasrNode(LifecycleNode):
                                        max_concurrent=values["max_concurrent"])
             qos = self._subscribe_cameras(values["image_topics"], values["image_reliability"])
             self._depth.subscribe(self, values["image_topics"], values["depth_topics"], values["camera_info_topics"],
-                                  values["depth_tolerance_s"], qos, self._image_group, self._count_drop)
+                                  values["depth_tolerance_s"], qos, self._image_group, self._health.drop)
             self._ask_subscription = self.create_subscription(
                 String, "~/ask", self._on_ask, REQUESTS_QOS, callback_group=self._serving_group)
         except Exception:
@@ -358,17 +356,13 @@ class VilasrNode(LifecycleNode):
                 CompressedImage if compressed else Image, topic,
                 functools.partial(self._on_frame, topic, compressed), qos,
                 callback_group=self._image_group, event_callbacks=events))
-            self._stats(topic)
+            self._health[topic]  # listed in /diagnostics from now on
         self.get_logger().info(f"subscribed to {', '.join(topics)} ({reliability})")
         return qos
 
-    def _stats(self, camera: str) -> CameraStats:
-        with self._stats_lock:
-            return self._camera_stats.setdefault(camera, CameraStats())
-
     def _on_frame(self, camera: str, compressed: bool, msg) -> None:
         """Validate and buffer; nothing else happens on the executor for a frame."""
-        stats = self._stats(camera)
+        stats = self._health[camera]
         stats.received += 1
         if not self._enabled:
             return  # paused (~/enable): received, not decoded or kept
@@ -378,30 +372,18 @@ class VilasrNode(LifecycleNode):
             evictions = self._buffer.evictions
             self._buffer.offer(camera, msg.header, payload, pixels)
             self._depth.on_colour(camera, self._buffer.latest([camera])[0], msg.header,
-                                  (pixels.shape[1], pixels.shape[0]), self._count_drop)
+                                  (pixels.shape[1], pixels.shape[0]), self._health.drop)
             if self._buffer.evictions != evictions and MALLOC_TRIM is not None:
                 MALLOC_TRIM(0)
         except FrameError as exc:
-            self._drop(camera, stats, exc.kind, exc.reason)
+            self._health.drop(camera, exc.kind, exc.reason)
         except FrameTooLarge as exc:
-            self._drop(camera, stats, "too_large", str(exc))
+            self._health.drop(camera, "too_large", str(exc))
         except Exception as exc:  # noqa: BLE001 - no frame may take the node down
-            self._drop(camera, stats, "error", f"{type(exc).__name__}: {exc}")
-
-    def _count_drop(self, camera: str, kind: str, reason: str) -> None:
-        self._drop(camera, self._stats(camera), kind, reason)
-
-    def _drop(self, camera: str, stats: CameraStats, kind: str, reason: str) -> None:
-        stats.dropped[kind] += 1
-        stats.last_drop = reason
-        if (camera, kind) not in self._logged_drops:  # once per camera and kind of fault
-            self._logged_drops.add((camera, kind))
-            self.get_logger().warning(
-                f"dropping frames from {camera}: {reason} (logged once for this camera and fault; "
-                "counted in /diagnostics)")
+            self._health.drop(camera, "error", f"{type(exc).__name__}: {exc}")
 
     def _on_incompatible_qos(self, camera: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
-        self._stats(camera).incompatible_qos = info.total_count
+        self._health[camera].incompatible_qos = info.total_count
         policy = qos_policy_name_from_kind(info.last_policy_kind)
         self.get_logger().warning(
             f"a publisher on {camera} offers a QoS incompatible with this subscription ({policy}); "
@@ -654,8 +636,7 @@ class VilasrNode(LifecycleNode):
             "last_latency_s": f"{self._last['latency_s']:.3f}",
             "last_tokens_per_s": f"{self._last['tokens_per_s']:.1f}",
             "last_finish_reason": self._last["finish_reason"]}
-        with self._stats_lock:
-            cameras = dict(self._camera_stats)
         self._diagnostics_publisher.publish(diagnostic_array(
-            self.get_fully_qualified_name(), self.get_clock().now().to_msg(), model, cameras, self._buffer.stats(),
+            self.get_fully_qualified_name(), self.get_clock().now().to_msg(), model, self._health.snapshot(),
+            self._buffer.stats(),
             self._buffer.settings.memory_bytes))
