@@ -51,6 +51,7 @@ PARAMETERS = [
     ("max_new_tokens", "16384", int, "Tokens generated per model call"),
     ("max_pending", "4", int, "Queries running + queued before new ones are rejected"),
     ("max_concurrent", "4", int, "Queries reasoned about at once (batched)"),
+    ("max_watches", "16", int, "Standing questions (~/watch) at once"),
     ("max_question_chars", "4000", int, "Longest question (options included) a query may have"),
     ("autostart", "true", bool, "Configure and activate on start"),
     ("diagnostics_period_s", "1.0", float, "Period of /diagnostics"),

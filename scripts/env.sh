@@ -10,7 +10,7 @@ cd "$ROOT"
 
 inputs=(requirements.txt requirements-ros.txt setup.py setup.cfg training/pyproject.toml scripts/env.sh
         scripts/build_interfaces.sh ros_vilasr_interfaces/CMakeLists.txt
-        ros_vilasr_interfaces/package.xml ros_vilasr_interfaces/msg/* ros_vilasr_interfaces/action/*)
+        ros_vilasr_interfaces/package.xml ros_vilasr_interfaces/msg/* ros_vilasr_interfaces/srv/* ros_vilasr_interfaces/action/*)
 want="$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
   exit 0

@@ -372,6 +372,25 @@ def test_questions_arriving_while_others_run_join_them_between_turns():
     assert worker.stop(1.0)
 
 
+def test_standing_questions_wait_behind_goals_and_take_no_pending_slot():
+    engine = ScriptedEngine(hold={1})
+    worker = worker_for(engine, max_pending=1)
+    watch = Job("watch", [])
+    worker.submit_background(watch)
+    wait_for_calls(engine, 1)
+    later_watch = Job("later watch", [])
+    worker.submit_background(later_watch)
+    goal = submit(worker, "goal")[0]  # the one pending slot: the watches took none
+    assert not worker.reserve()
+    engine.release.set()
+    for job in (watch, later_watch, goal):
+        assert job.done.wait(20.0) and job.finish_reason == "answer"
+    # the goal, queued after the second watch, runs before it
+    assert engine.calls == [["watch"], ["watch"], ["goal"], ["goal"], ["later watch"], ["later watch"]]
+    assert worker.reserve() and worker.pending == 1
+    assert worker.stop(1.0)
+
+
 def test_cancelling_one_batched_job_leaves_the_others_running():
     engine = ScriptedEngine(hold={2})
     worker = worker_for(engine, max_concurrent=2)

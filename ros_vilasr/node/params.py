@@ -135,6 +135,8 @@ PARAMETERS: tuple[Param, ...] = (
           "Queries reasoned about at once, batched in one engine call per turn; a query arriving "
           "while others run joins them at their next turn. More wait in the queue.",
           range=(1, MAX_PENDING_LIMIT)),
+    Param("max_watches", 16, "Standing questions (~/watch) registered at once; more are refused with the reason.",
+          range=(0, 1000), applies="always"),
     Param("max_question_chars", 4000,
           "Longest question (options included) a query may have; longer ones are rejected with "
           "the reason.", range=(1, 1_000_000)),

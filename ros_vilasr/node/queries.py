@@ -49,6 +49,7 @@ class Job:
     session: Any = None  # core.session.Session once started
     error: str | None = None  # why it ended without an answer (also for cancelled and rejected jobs)
     rejected: bool = False  # refused before it ran: the result says why instead of an answer
+    background: bool = False  # a standing question's ask: runs only when nothing else waits
     accepted: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
@@ -78,6 +79,7 @@ class QueryWorker:
         self.max_pending, self.max_concurrent = max_pending, max_concurrent
         self._batch = Batch(engine)
         self._queue: deque[Job] = deque()
+        self._background: deque[Job] = deque()  # admitted only when _queue is empty
         self._wake = threading.Condition()  # guards everything below
         self._pending = 0
         self._running: list[Job] = []
@@ -117,25 +119,37 @@ class QueryWorker:
         job.cancel.set()
         self._finish(job)
 
+    def submit_background(self, job: Job) -> None:
+        """Queue a job that runs only when no other waits (no pending slot: bounded by its caller)."""
+        job.background = True
+        with self._wake:
+            if not self._stopped:
+                self._background.append(job)
+                self._wake.notify()
+                return
+        job.cancel.set()
+        self._finish(job)
+
     def cancel(self, job: Job) -> None:
         """Cancel a job: a queued one ends now, a running one at the engine's next check (the
         others in its batch go on)."""
         job.cancel.set()
         with self._wake:
-            if job not in self._queue:
+            queue = self._background if job.background else self._queue
+            if job not in queue:
                 return
-            self._queue.remove(job)
+            queue.remove(job)
         self._finish(job)
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._queue or self._running or self._stopped)
+                self._wake.wait_for(lambda: self._queue or self._background or self._running or self._stopped)
                 if self._stopped and not self._running:
                     return  # stopped and drained (stop() ended the queued jobs)
                 joining = []
-                while self._queue and len(self._running) + len(joining) < self.max_concurrent:
-                    joining.append(self._queue.popleft())
+                while (self._queue or self._background) and len(self._running) + len(joining) < self.max_concurrent:
+                    joining.append((self._queue or self._background).popleft())
                 self._running += joining
             for job in joining:
                 self._join(job)
@@ -177,7 +191,8 @@ class QueryWorker:
             if job.finished is not None:
                 return  # ended already (by stop(), while the engine call was stuck)
             job.finished = time.monotonic()
-            self._pending -= 1  # before done: a caller told "done" may submit again at once
+            if not job.background:
+                self._pending -= 1  # before done: a caller told "done" may submit again at once
         if job.on_done is not None:
             try:
                 job.on_done(job)
@@ -192,8 +207,9 @@ class QueryWorker:
         (so the engine is freed then, not under it). True when the thread ended in time."""
         with self._wake:
             self._stopped = True
-            queued = list(self._queue)
+            queued = [*self._queue, *self._background]
             self._queue.clear()
+            self._background.clear()
             for job in [*queued, *self._running]:
                 job.error = job.error or reason or None
                 job.cancel.set()

@@ -25,17 +25,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     HistoryPolicy,
     QoSProfile,
-    ReliabilityPolicy,
-    qos_policy_name_from_kind,
-    qos_profile_sensor_data,
     qos_profile_services_default,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from visualization_msgs.msg import ImageMarker, MarkerArray
@@ -47,10 +43,10 @@ from ros_vilasr_interfaces.action import SpatialQuery
 from ros_vilasr_interfaces.msg import SpatialAnswer
 
 from . import messages, params
-from .conversions import FrameError, compressed_payload, raw_payload
-from .depth import DepthInputs, markers_3d
+from .cameras import CameraInputs
+from .depth import markers_3d
 from .diagnostics import CameraHealth, diagnostic_array
-from .keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings
+from .keyframes import KeyFrameBuffer, KeyFrameSettings
 from .queries import (
     PROBLEM_TYPES,
     SELECT_LATEST,
@@ -62,7 +58,8 @@ from .queries import (
     model_id,
     short,
 )
-from .support import MALLOC_TRIM, RosLogHandler, transition
+from .support import RosLogHandler, transition
+from .watches import Watches, WatchService
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 KEYFRAME_PARAMS = ("keyframe_min_interval_s", "keyframe_change_threshold", "keyframes_per_camera",
@@ -101,8 +98,9 @@ class VilasrNode(LifecycleNode):
         self._engine_state = "not loaded"
         self._engine_params: dict = {}
         self._worker: QueryWorker | None = None
-        self._camera_subscriptions = []
-        self._depth = DepthInputs()
+        self._watch_service = WatchService(self, Watches(self._p("max_watches")))
+        self._camera_inputs = CameraInputs(self, self._buffer, self._health, lambda: self._enabled,
+                                           self._watch_service.key_frame)
         self._ask_subscription = None
         self._query_server = None
         self._retiring: list = []  # [action server, timer] of a cleanup, until its results are out
@@ -178,6 +176,7 @@ class VilasrNode(LifecycleNode):
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._enable_service = self.create_service(SetBool, "~/enable", self._on_enable,
                                                    callback_group=self._serving_group)
+        self._watch_service.create(self._serving_group)
         self._destroy_retiring_server()  # two servers of one action must never coexist
         # The action server lives as long as the configuration, so a goal sent to an inactive node
         # is answered (aborted, with the reason in its result) rather than left unheard. Nothing
@@ -216,9 +215,7 @@ class VilasrNode(LifecycleNode):
             result = super().on_activate(state)  # publishers first: results must go out
             self._worker = QueryWorker(self._start_job, self._engine, max_pending=values["max_pending"],
                                        max_concurrent=values["max_concurrent"])
-            qos = self._subscribe_cameras(values["image_topics"], values["image_reliability"])
-            self._depth.subscribe(self, values["image_topics"], values["depth_topics"], values["camera_info_topics"],
-                                  values["depth_tolerance_s"], qos, self._image_group, self._health.drop)
+            self._camera_inputs.subscribe(values, self._image_group)
             self._ask_subscription = self.create_subscription(
                 String, "~/ask", self._on_ask, REQUESTS_QOS, callback_group=self._serving_group)
         except Exception:
@@ -262,6 +259,7 @@ class VilasrNode(LifecycleNode):
         if self._enable_service is not None:
             self.destroy_service(self._enable_service)
             self._enable_service = None
+        self._watch_service.destroy()
         if self._query_server is not None:
             self._retire_query_server(self._query_server)
             self._query_server = None
@@ -281,10 +279,7 @@ class VilasrNode(LifecycleNode):
     def _stop_serving(self) -> None:
         """Stop taking work, finish (cancel) what is pending, then free the engine."""
         self._serving = False
-        for sub in self._camera_subscriptions:
-            self.destroy_subscription(sub)
-        self._camera_subscriptions = []
-        self._depth.destroy(self)
+        self._camera_inputs.destroy()
         if self._ask_subscription is not None:
             self.destroy_subscription(self._ask_subscription)
             self._ask_subscription = None
@@ -341,56 +336,6 @@ class VilasrNode(LifecycleNode):
             server.destroy()
         self._retiring = []
 
-    # -- cameras -------------------------------------------------------------------------------
-
-    def _subscribe_cameras(self, topics: list[str], reliability: str) -> QoSProfile:
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
-                         durability=qos_profile_sensor_data.durability,
-                         reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
-                                      else ReliabilityPolicy.BEST_EFFORT))
-        for topic in topics:
-            compressed = topic.rstrip("/").endswith("/compressed")
-            events = SubscriptionEventCallbacks(
-                incompatible_qos=functools.partial(self._on_incompatible_qos, topic))
-            self._camera_subscriptions.append(self.create_subscription(
-                CompressedImage if compressed else Image, topic,
-                functools.partial(self._on_frame, topic, compressed), qos,
-                callback_group=self._image_group, event_callbacks=events))
-            self._health[topic]  # listed in /diagnostics from now on
-        self.get_logger().info(f"subscribed to {', '.join(topics)} ({reliability})")
-        return qos
-
-    def _on_frame(self, camera: str, compressed: bool, msg) -> None:
-        """Validate and buffer; nothing else happens on the executor for a frame."""
-        stats = self._health[camera]
-        stats.received += 1
-        if not self._enabled:
-            return  # paused (~/enable): received, not decoded or kept
-        try:
-            limit = self._p("max_frame_pixels")
-            payload, pixels = compressed_payload(msg, limit) if compressed else raw_payload(msg, limit)
-            evictions = self._buffer.evictions
-            self._buffer.offer(camera, msg.header, payload, pixels)
-            self._depth.on_colour(camera, self._buffer.latest([camera])[0], msg.header,
-                                  (pixels.shape[1], pixels.shape[0]), self._health.drop)
-            if self._buffer.evictions != evictions and MALLOC_TRIM is not None:
-                MALLOC_TRIM(0)
-        except FrameError as exc:
-            self._health.drop(camera, exc.kind, exc.reason)
-        except FrameTooLarge as exc:
-            self._health.drop(camera, "too_large", str(exc))
-        except Exception as exc:  # noqa: BLE001 - no frame may take the node down
-            self._health.drop(camera, "error", f"{type(exc).__name__}: {exc}")
-
-    def _on_incompatible_qos(self, camera: str, info: QoSRequestedIncompatibleQoSInfo) -> None:
-        self._health[camera].incompatible_qos = info.total_count
-        policy = qos_policy_name_from_kind(info.last_policy_kind)
-        self.get_logger().warning(
-            f"a publisher on {camera} offers a QoS incompatible with this subscription ({policy}); "
-            f"its frames are not received. image_reliability is "
-            f"{self._engine_params.get('image_reliability', self._p('image_reliability'))}: "
-            "use best_effort for best-effort cameras")
-
     # -- queries -------------------------------------------------------------------------------
 
     def _cameras(self) -> list[str]:
@@ -402,15 +347,8 @@ class VilasrNode(LifecycleNode):
         except Exception:  # noqa: BLE001 - not a valid topic name: matches no camera
             return None
 
-    def _make_job(self, question: str, options=(), problem_type: str = "", cameras=(),
-                  selection: int = SELECT_LATEST, max_frames: int = 0, window_s: float = 0.0,
-                  max_calls: int = 0) -> Job:
-        """A job with its frames chosen now, or QueryRejected with the reason."""
-        if not self._serving:
-            raise QueryRejected("the node is not active (lifecycle state: "
-                                f"{'inactive' if self._configured else 'unconfigured'})")
-        if not self._enabled:
-            raise QueryRejected("inference is paused (~/enable false)")
+    def check_query(self, question: str, options=(), problem_type: str = "", cameras=()) -> list[str]:
+        """The query's cameras (the node's names), or QueryRejected with what is wrong with it."""
         if not question.strip():
             raise QueryRejected("the question is empty")
         limit = self._p("max_question_chars")
@@ -419,8 +357,6 @@ class VilasrNode(LifecycleNode):
                                 f"(max_question_chars = {limit})")
         if problem_type not in PROBLEM_TYPES:
             raise QueryRejected(f"unknown problem_type {short(problem_type)!r} (one of {PROBLEM_TYPES})")
-        if not math.isfinite(window_s) or window_s < 0:
-            raise QueryRejected(f"window_s must be a finite number of seconds >= 0 (got {window_s})")
         known = self._cameras()
         resolved = {self._resolve(t): t for t in known}
         chosen = []
@@ -430,6 +366,20 @@ class VilasrNode(LifecycleNode):
                 raise QueryRejected(f"unknown camera {short(cam)!r} (this node subscribes to {', '.join(known)})")
             if name not in chosen:  # a camera named twice is still one camera
                 chosen.append(name)
+        return chosen
+
+    def make_job(self, question: str, options=(), problem_type: str = "", cameras=(),
+                 selection: int = SELECT_LATEST, max_frames: int = 0, window_s: float = 0.0,
+                 max_calls: int = 0) -> Job:
+        """A job with its frames chosen now, or QueryRejected with the reason."""
+        if not self._serving:
+            raise QueryRejected("the node is not active (lifecycle state: "
+                                f"{'inactive' if self._configured else 'unconfigured'})")
+        if not self._enabled:
+            raise QueryRejected("inference is paused (~/enable false)")
+        chosen = self.check_query(question, options, problem_type, cameras)
+        if not math.isfinite(window_s) or window_s < 0:
+            raise QueryRejected(f"window_s must be a finite number of seconds >= 0 (got {window_s})")
         cap = max(1, self._p("max_images") - 1)  # leave room for at least one drawing
         if selection == SELECT_LATEST:
             frames = self._buffer.latest(chosen)
@@ -460,7 +410,7 @@ class VilasrNode(LifecycleNode):
     def _admit(self, question: str, options=(), problem_type: str = "", **selection) -> Job:
         """The query's job with a pending slot reserved, or a rejected job saying why."""
         try:
-            job = self._make_job(question, options, problem_type, **selection)
+            job = self.make_job(question, options, problem_type, **selection)
         except QueryRejected as exc:
             return self._rejected_job(question, options, problem_type, str(exc))
         worker = self._worker
@@ -595,10 +545,16 @@ class VilasrNode(LifecycleNode):
         if any(op.lifted for op in msg.ops):
             self._markers_3d_publisher.publish(markers_3d(msg.ops, messages.box_colours(job, step), query, step.step))
 
+    @property
+    def worker(self) -> QueryWorker | None:
+        return self._worker
+
+    def answer_message(self, job: Job) -> SpatialAnswer:
+        return messages.answer_msg(job, model_id(self._engine_params) if self._engine_params else "")
+
     def _publish_answer(self, job: Job) -> None:
         """Every finished query, from the action or ~/ask (worker thread)."""
-        model = model_id(self._engine_params) if self._engine_params else ""
-        answer = job.answer = messages.answer_msg(job, model)
+        answer = job.answer = self.answer_message(job)
         publisher = self._answer_publisher
         if publisher is not None and publisher.is_activated:  # an inactive node's goals: result only
             publisher.publish(answer)
