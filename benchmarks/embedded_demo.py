@@ -11,14 +11,13 @@ without a model, i.e. what the model itself adds. Target: every question ≤ 2 s
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.machine import describe, markdown  # noqa: E402
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.driver import run_sessions  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import MAX_PIXELS_EVAL  # noqa: E402
@@ -81,10 +80,7 @@ def main(argv=None) -> dict:
               # the recorded trace's coordinates are in the spec's evaluation grid
               "replay": measure(replay, frames, args.repeats, MAX_PIXELS_EVAL, Budget.max_new_tokens)}
     result["target_met"] = all(r["latency_s_max"] <= TARGET_S for r in result["embedded"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "embedded_demo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "embedded_demo.md").write_text(report(result))
-    print(report(result))
+    write_results(args.out, "embedded_demo", result, report(result))
     return result
 
 

@@ -18,7 +18,6 @@ number of tokens (never stopping early) and the user turn adds a drawn image, as
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.machine import describe, markdown  # noqa: E402
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines.hf import TransformersEngine  # noqa: E402
 from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS, prepare_image  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
@@ -158,11 +157,7 @@ def main(argv=None) -> dict:
                 engine.cache_reuse = reuse
                 result["runs"].append({"sessions": sessions, "cache_reuse": reuse,
                                        "turns": run(engine, sessions, args.turns, args.max_new_tokens)})
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"serving_{args.shape}_{'cuda' if cuda else 'cpu'}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{stem}.md").write_text(report(result))
-    print(report(result))
+    write_results(args.out, f"serving_{args.shape}_{'cuda' if cuda else 'cpu'}", result, report(result))
     return result
 
 

@@ -16,7 +16,6 @@ prompt processing ≤ 1.5× turn 1.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.machine import describe, markdown  # noqa: E402
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core import chat  # noqa: E402
 from ros_vilasr.core.encoding import DialogueEncoding  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
@@ -127,10 +126,7 @@ def main(argv=None) -> dict:
         "step_overhead_16_images_le_2ms": sixteen["step_overhead_ms_median"] <= 2,
         "turn10_le_1.5x_turn1": sixteen["turn10_over_turn1"]["incremental"] <= 1.5,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loop_overhead.json").write_text(json.dumps(result, indent=2))
-    (args.out / "loop_overhead.md").write_text(report(result))
-    print(report(result))
+    write_results(args.out, "loop_overhead", result, report(result))
     return result
 
 

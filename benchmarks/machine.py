@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 
 
 def _cpu_model() -> str:
@@ -49,3 +51,11 @@ def markdown(info: dict) -> str:
     pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
     return (f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, {info['os']}, "
             f"Python {info['python']}; {pk}.")
+
+
+def write_results(out: Path, stem: str, result: dict, report: str) -> None:
+    """``out/stem.json`` (the numbers) and ``out/stem.md`` (the report), and the report printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(report)
+    print(report)

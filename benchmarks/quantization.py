@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.gpu import DrawingDialogue  # noqa: E402
-from benchmarks.machine import describe, markdown  # noqa: E402
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines.hf import TransformersEngine  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED, EMBEDDED_DIR, run_profile  # noqa: E402
 from ros_vilasr.evaluation.runner import ResultsLog, run_evaluation  # noqa: E402
@@ -92,10 +91,7 @@ def main(argv=None) -> dict:
     result["n_items"] = len(full["predictions"])
     result["agreement"] = same / max(len(full["predictions"]), 1)
     result["accuracy_delta_points"] = 100 * (int8["accuracy"] - full["accuracy"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quantization.json").write_text(json.dumps(result, indent=2))
-    (args.out / "quantization.md").write_text(report(result))
-    print(report(result))
+    write_results(args.out, "quantization", result, report(result))
     return result
 
 

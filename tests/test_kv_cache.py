@@ -69,16 +69,23 @@ class Dialogue(DrawingDialogue):
         return new[: new.index(eos) + 1] if eos in new else new
 
 
+def turns_match_a_full_reprefill(tested, dialogue, model, processor, turns: int) -> list:
+    """Drive ``dialogue`` for ``turns`` turns through ``tested``, each reply checked against the
+    reference; the replies."""
+    replies = []
+    for _ in range(turns):
+        expected = dialogue.reference(model, processor)
+        (reply,) = tested.generate([dialogue.request()])
+        assert reply.token_ids == expected
+        replies.append(reply)
+        dialogue.add(reply)
+    return replies
+
+
 def test_one_dialogue_over_eight_turns_matches_a_full_reprefill(model, processor):
     cached = engine(model, processor)
     dialogue = Dialogue("d", seed=1)
-    prompt_lengths = []
-    for _ in range(8):
-        expected = dialogue.reference(model, processor)
-        (reply,) = cached.generate([dialogue.request()])
-        assert reply.token_ids == expected
-        prompt_lengths.append(reply.prompt_tokens)
-        dialogue.add(reply)
+    prompt_lengths = [r.prompt_tokens for r in turns_match_a_full_reprefill(cached, dialogue, model, processor, 8)]
     assert len(dialogue.images) == 10 and prompt_lengths == sorted(prompt_lengths)
     # what the cache holds is the dialogue so far, but for the last sampled token
     past = cached._pasts.take("d", cached._encodings["d"])
@@ -102,12 +109,7 @@ def test_a_batch_of_dialogues_at_different_turns_matches_a_full_reprefill(model,
 
 def test_an_evicted_or_stale_past_falls_back_to_a_full_prefill(model, processor):
     small = engine(model, processor, max_cached_tokens=1)  # every past is evicted at once
-    dialogue = Dialogue("d", seed=3)
-    for _ in range(3):
-        expected = dialogue.reference(model, processor)
-        (reply,) = small.generate([dialogue.request()])
-        assert reply.token_ids == expected
-        dialogue.add(reply)
+    turns_match_a_full_reprefill(small, Dialogue("d", seed=3), model, processor, 3)
     assert small._pasts.evictions == 3 and small._pasts.tokens == 0
     # a dialogue rewritten under the same key (shorter than the encoding) is encoded afresh
     cached = engine(model, processor)
@@ -139,12 +141,7 @@ def test_finished_and_cancelled_sessions_free_their_cache(model, processor):
 
 def test_without_cache_reuse_nothing_is_kept(model, processor):
     plain = engine(model, processor, cache_reuse=False)
-    dialogue = Dialogue("d", seed=6)
-    for _ in range(2):
-        expected = dialogue.reference(model, processor)
-        (reply,) = plain.generate([dialogue.request()])
-        assert reply.token_ids == expected
-        dialogue.add(reply)
+    turns_match_a_full_reprefill(plain, Dialogue("d", seed=6), model, processor, 2)
     assert plain._pasts.tokens == 0
 
 

@@ -127,6 +127,7 @@ def publish_good(s, sec: int, depth_first: bool) -> None:
     colour = image_msg(np.asarray(r.image), header(sec, "good_color_optical"))
     depth = depth_msg(r.depth, header(sec, "good_color_optical", nanosec=10_000_000))
     s["info"][GOOD].publish(camera_info(camera, header(sec, "good_color_optical")))
+    time.sleep(0.2)  # the node takes its subscriptions' messages in any order: intrinsics first
     before = int((client.camera_values(GOOD) or {}).get("received", 0))
     if depth_first:
         s["depth"][GOOD].publish(depth)
@@ -151,9 +152,12 @@ def close(a, b) -> bool:
 @pytest.mark.parametrize("depth_first", [True, False])
 def test_boxes_and_lines_are_lifted_to_the_rooms_geometry(setup, depth_first):
     s, client = setup, setup["client"]
-    publish_good(s, 10 + depth_first, depth_first)
-    time.sleep(0.5)  # a depth image sent after its colour frame arrives and is paired with it
-    status, answer, _ = client.query("Where are the objects? Draw boxes.", cameras=[GOOD])
+    for attempt in range(3):  # depth topics are best effort: a lost depth image is sent again
+        publish_good(s, 10 * attempt + depth_first, depth_first)
+        time.sleep(0.5)  # a depth image sent after its colour frame arrives and is paired with it
+        status, answer, _ = client.query("Where are the objects? Draw boxes.", cameras=[GOOD])
+        if all(op.lifted for op in answer.steps[0].ops):
+            break
     assert status == GoalStatus.STATUS_SUCCEEDED and answer.answer == "A"
     boxes = [op for op in answer.steps[0].ops]
     assert [op.lifted for op in boxes] == [True, True], [op.lift_error for op in boxes]

@@ -9,8 +9,14 @@ its messages' texts.
 from __future__ import annotations
 
 IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
+# Never to be sampled: a generated placeholder is an image without pixels in the next turn's input.
+VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")
 GENERATION_PROMPT = "<|im_start|>assistant\n"
 END = "<|im_end|>"
+
+
+def placeholder_ids(tokenizer) -> tuple[int, ...]:
+    return tuple(tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDERS)))
 
 
 def content_text(content, image_token: str = IMAGE_TOKENS) -> str:

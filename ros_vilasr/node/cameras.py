@@ -61,8 +61,9 @@ class CameraInputs:
             payload, pixels = compressed_payload(msg, limit) if compressed else raw_payload(msg, limit)
             evictions = self.buffer.evictions
             key_frame = self.buffer.offer(camera, msg.header, payload, pixels)
-            self.depth.on_colour(camera, self.buffer.latest([camera])[0], msg.header,
-                                 (pixels.shape[1], pixels.shape[0]), self.health.drop)
+            if camera in self.depth:  # only cameras with depth pay for the lookup
+                self.depth.on_colour(camera, self.buffer.latest([camera])[0], msg.header,
+                                     (pixels.shape[1], pixels.shape[0]), self.health.drop)
             if key_frame:
                 self.on_key_frame(camera)
             if self.buffer.evictions != evictions and MALLOC_TRIM is not None:

@@ -166,8 +166,11 @@ class DepthInputs:
             node.get_logger().info(f"{camera}: depth {depth}, camera_info {info}")
 
     def on_colour(self, camera: str, frame, header, size: tuple[int, int], drop) -> None:
-        if (state := self.cameras.get(camera)) is not None:
-            _guarded(lambda _: state.on_colour(frame, stamp_ns(header), size), camera, drop)(None)
+        """Pair ``camera``'s new colour frame (a camera with a depth topic: see ``__contains__``)."""
+        _guarded(self.cameras[camera].on_colour, camera, drop)(frame, stamp_ns(header), size)
+
+    def __contains__(self, camera: str) -> bool:
+        return camera in self.cameras
 
     def destroy(self, node) -> None:
         for subscription in self._subscriptions:
@@ -177,9 +180,9 @@ class DepthInputs:
 
 def _guarded(handle, camera: str, drop):
     """A callback that counts a bad message (FrameError) against ``camera`` instead of raising."""
-    def callback(msg):
+    def callback(*args):
         try:
-            handle(msg)
+            handle(*args)
         except FrameError as exc:
             drop(camera, exc.kind, exc.reason)
         except Exception as exc:  # noqa: BLE001 - no depth message may take the node down

@@ -110,10 +110,11 @@ class QueryWorker:
             self._pending -= 1
 
     def submit(self, job: Job) -> None:
-        """Queue a job whose slot was reserved; a stopped worker ends it as cancelled at once."""
+        """Queue a job whose slot was reserved (a background job needs none); a stopped worker
+        ends it as cancelled at once."""
         with self._wake:
             if not self._stopped:
-                self._queue.append(job)
+                (self._background if job.background else self._queue).append(job)
                 self._wake.notify()
                 return
         job.cancel.set()
@@ -122,13 +123,7 @@ class QueryWorker:
     def submit_background(self, job: Job) -> None:
         """Queue a job that runs only when no other waits (no pending slot: bounded by its caller)."""
         job.background = True
-        with self._wake:
-            if not self._stopped:
-                self._background.append(job)
-                self._wake.notify()
-                return
-        job.cancel.set()
-        self._finish(job)
+        self.submit(job)
 
     def cancel(self, job: Job) -> None:
         """Cancel a job: a queued one ends now, a running one at the engine's next check (the
@@ -154,18 +149,19 @@ class QueryWorker:
             for job in joining:
                 self._join(job)
             try:
-                ended = self._batch.round() if self._batch else []
+                if self._batch:
+                    self._batch.round()
             except Exception as exc:  # noqa: BLE001 - a failed round must not kill the worker
                 log.exception("a reasoning round failed")
-                ended = [j.session for j in self._running if j.session is not None]
-                for job in self._running:
-                    job.error = job.error or f"{type(exc).__name__}: {exc}"
+                for job in self._running:  # ended here; the batch drops them at its next round
+                    if job.session is not None:
+                        job.session.fail(f"{type(exc).__name__}: {exc}")
             with self._wake:
                 if self._abandoned:  # stop() ended these jobs; the engine call has returned at last
                     if self._on_exit is not None:
                         self._on_exit()
                     return
-                done = [j for j in self._running if j.session is None or any(j.session is s for s in ended)]
+                done = [j for j in self._running if j.session is None or j.session.done]
                 self._running = [j for j in self._running if j not in done]
             for job in done:
                 self._finish(job)

@@ -98,7 +98,7 @@ class VilasrNode(LifecycleNode):
         self._engine_state = "not loaded"
         self._engine_params: dict = {}
         self._worker: QueryWorker | None = None
-        self._watch_service = WatchService(self, Watches(self._p("max_watches")))
+        self._watch_service = WatchService(self, Watches())
         self._camera_inputs = CameraInputs(self, self._buffer, self._health, lambda: self._enabled,
                                            self._watch_service.key_frame)
         self._ask_subscription = None

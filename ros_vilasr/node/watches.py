@@ -34,8 +34,7 @@ class Watch:
 
 
 class Watches:
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self):
         self._watches: dict[int, Watch] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -43,12 +42,14 @@ class Watches:
     def __len__(self) -> int:
         return len(self._watches)
 
-    def add(self, question: str, options, problem_type: str, cameras: list[str], min_interval_s: float) -> Watch:
+    def add(self, question: str, options, problem_type: str, cameras: list[str], min_interval_s: float,
+            limit: int) -> Watch:
+        """Register a watch; QueryRejected when ``limit`` watches are registered already."""
         if not math.isfinite(min_interval_s) or min_interval_s < 0:
             raise QueryRejected(f"min_interval_s must be a finite number of seconds >= 0 (got {min_interval_s})")
         with self._lock:
-            if len(self._watches) >= self.limit:
-                raise QueryRejected(f"{len(self._watches)} watches registered (max_watches = {self.limit})")
+            if len(self._watches) >= limit:
+                raise QueryRejected(f"{len(self._watches)} watches registered (max_watches = {limit})")
             watch = Watch(next(self._ids), question.strip(), list(options), problem_type, cameras, min_interval_s)
             self._watches[watch.id] = watch
             return watch
@@ -112,9 +113,8 @@ class WatchService:
     def _on_watch(self, request, response):
         try:
             cameras = self.node.check_query(request.question, request.options, request.problem_type, request.cameras)
-            self.watches.limit = self.node.get_parameter("max_watches").value
             watch = self.watches.add(request.question, request.options, request.problem_type, cameras,
-                                     request.min_interval_s)
+                                     request.min_interval_s, self.node.get_parameter("max_watches").value)
         except QueryRejected as exc:
             response.success, response.message = False, str(exc)
             return response

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ros_vilasr.core.chat import placeholder_ids
 from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.engines import Engine
-from ros_vilasr.core.engines.vllm import build_prompt, placeholder_ids, replies, sampling_args
+from ros_vilasr.core.engines.vllm import build_prompt, replies, sampling_args
 from ros_vilasr.core.scoring import PROBLEM_TYPES
 from ros_vilasr.core.session import Budget, Reply, Request, Session
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForImageTextToText
 
+from .. import chat
 from ..encoding import DialogueEncoding
 from ..images import NO_RESIZE_MAX_PIXELS
 from ..processor import load_processor
@@ -82,8 +83,7 @@ class TransformersEngine:
         tok = self.processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
-        # A sampled vision placeholder would be an image without pixels in the next turn's input.
-        self.suppress_ids = tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"])
+        self.suppress_ids = list(chat.placeholder_ids(tok))
 
     def encoding(self, request: Request) -> DialogueEncoding:
         """The session's encoding, brought up to date with its new messages."""

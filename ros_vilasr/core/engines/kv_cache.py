@@ -7,7 +7,7 @@ at once (``forget``), and when the budget is exceeded the least recently used ar
 dialogue whose past was evicted is simply prefilled in full on its next turn.
 
 Batches of dialogues at different turns share one forward pass: ``stack`` lays their pasts side
-by side, left-padded to the longest, and ``unstack`` cuts each row's valid tokens back out.
+by side, left-padded to the longest, and ``row_layers`` cuts each row's valid tokens back out.
 """
 
 from __future__ import annotations

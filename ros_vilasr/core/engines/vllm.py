@@ -29,9 +29,6 @@ def engine_args(model: str, max_images: int = 45, max_pixels: int = MAX_PIXELS_E
             **overrides}
 
 
-VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")
-
-
 def sampling_args(request: Request, temperature: float, top_p: float, seed: int | None,
                   suppress: tuple[int, ...] = ()) -> dict:
     """SamplingParams keywords; ``suppress``: token ids never to sample (vision placeholders)."""
@@ -41,10 +38,6 @@ def sampling_args(request: Request, temperature: float, top_p: float, seed: int 
     if suppress:
         args["logit_bias"] = {token: -100.0 for token in suppress}
     return args
-
-
-def placeholder_ids(tokenizer) -> tuple[int, ...]:
-    return tuple(tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDERS)))
 
 
 def replies(outputs) -> list[Reply]:
@@ -62,7 +55,7 @@ class VLLMEngine:
         self._sampling_params = SamplingParams
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.llm = LLM(**engine_args(model, **llm_overrides))
-        self.suppress = placeholder_ids(self.llm.get_tokenizer())
+        self.suppress = chat.placeholder_ids(self.llm.get_tokenizer())
         self._ids = itertools.count()
 
     def generate(self, requests: list[Request], cancel: threading.Event | None = None) -> list[Reply]:
