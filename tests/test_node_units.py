@@ -319,12 +319,28 @@ class ScriptedEngine:
                 Reply(DRAW_TURN if len(r.messages) == 2 else ANSWER_TURN) for r in requests]
 
 
-def worker_for(engine, max_pending=4, max_concurrent=1, fail=()):
+def worker_for(engine=None, max_pending=4, max_concurrent=1, fail=(), load=None):
     def start(job):
         if job.question in fail:
             raise RuntimeError("no frames decoded")
         job.session = Session([Image.new("RGB", (56, 56), "white")], job.question, key=job.question)
-    return QueryWorker(start, engine, max_pending=max_pending, max_concurrent=max_concurrent)
+    return QueryWorker(start, engine, max_pending=max_pending, max_concurrent=max_concurrent, load=load)
+
+
+class SlowLoad:
+    """A model load that returns (or fails) only when told, on the worker thread."""
+
+    def __init__(self, engine=None, error=None):
+        self.engine, self.error = engine, error
+        self.go, self.started, self.threads = threading.Event(), threading.Event(), []
+
+    def __call__(self):
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        self.go.wait(20.0)
+        if self.error is not None:
+            raise self.error
+        return self.engine
 
 
 def wait_for_calls(engine, n, timeout=20.0):
@@ -434,6 +450,56 @@ def test_stop_ends_a_job_stuck_in_the_engine_without_waiting_for_it():
     assert not exited.is_set()
     engine.release.set()  # the engine call returns at last: the worker frees the engine, ends nothing twice
     assert exited.wait(20.0) and stuck.finished is not None and engine.calls == [["stuck"]]
+
+
+def test_questions_asked_while_the_model_loads_wait_for_it_and_are_answered():
+    engine = ScriptedEngine()
+    load = SlowLoad(engine)
+    worker = worker_for(load=load, max_pending=2)  # returns at once: the load runs on the worker thread
+    assert load.started.wait(5.0) and load.threads == ["vilasr-worker"]
+    a, b = submit(worker, "a", "b")
+    assert not worker.reserve()  # queued while loading, bounded as ever
+    time.sleep(0.05)
+    assert worker.engine is None and not a.done.is_set() and engine.calls == []
+    load.go.set()
+    for job in (a, b):
+        assert job.done.wait(20.0) and job.finish_reason == "answer"
+    assert worker.engine is engine and engine.calls == [["a"], ["a"], ["b"], ["b"]]
+    assert worker.stop(1.0)
+
+
+def test_a_failed_load_ends_waiting_and_later_questions_with_its_reason():
+    load = SlowLoad(error=OSError("model.safetensors: truncated"))
+    worker = worker_for(load=load)
+    waiting = submit(worker, "waiting")[0]
+    load.go.set()
+    assert waiting.done.wait(5.0)
+    reason = "the model failed to load: OSError: model.safetensors: truncated"
+    assert (waiting.finish_reason, waiting.error, worker.load_error) == ("error", reason, reason)
+    assert not worker.reserve()
+    late = Job("late", [])
+    worker.submit_background(late)  # a standing question's ask: ended at once, with the reason
+    assert late.done.is_set() and (late.finish_reason, late.error) == ("error", reason)
+
+
+def test_stop_during_a_load_returns_at_once_and_frees_the_engine_when_it_arrives():
+    engine = ScriptedEngine()
+    load, exited = SlowLoad(engine), threading.Event()
+    worker = worker_for(load=load)
+    queued = submit(worker, "queued")[0]
+    assert load.started.wait(5.0)
+    assert not worker.stop(0.1, reason="deactivated", on_exit=exited.set)  # did not wait for the load
+    assert queued.done.is_set() and (queued.finish_reason, queued.error) == ("cancelled", "deactivated")
+    assert not exited.is_set()
+    load.go.set()
+    assert exited.wait(5.0) and engine.calls == []  # freed as it arrived, never used
+
+
+def test_worker_takes_an_engine_or_a_load_not_both():
+    with pytest.raises(ValueError, match="not both"):
+        QueryWorker(lambda job: None, ScriptedEngine(), load=ScriptedEngine)
+    with pytest.raises(ValueError, match="not both"):
+        QueryWorker(lambda job: None)
 
 
 # -- typed answers and engines ---------------------------------------------------------------------

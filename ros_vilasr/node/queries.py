@@ -71,20 +71,28 @@ class QueryWorker:
     """Runs jobs on one worker thread, up to ``max_concurrent`` at once in one engine call per
     round (continuous batching: a job queued while others run joins them at the next round); at
     most ``max_pending`` queued + running. ``start(job)`` sets ``job.session`` (on the worker
-    thread) and returns its step callback ``(session, step)``, or None."""
+    thread) and returns its step callback ``(session, step)``, or None.
 
-    def __init__(self, start: Callable[[Job], Callable | None], engine, max_pending: int,
-                 max_concurrent: int = 1, name: str = "vilasr-worker"):
-        self.start = start
+    Give the ``engine``, or ``load`` to build it on the worker thread: the caller (a lifecycle
+    transition on the executor) returns at once, jobs queue while the model loads, and a failed
+    load ends them, and refuses every later one, with its reason (``load_error``)."""
+
+    def __init__(self, start: Callable[[Job], Callable | None], engine=None, max_pending: int = 1,
+                 max_concurrent: int = 1, name: str = "vilasr-worker", load: Callable[[], Any] | None = None):
+        if (engine is None) == (load is None):
+            raise ValueError("give the engine or a function that loads it, not both")
+        self.start, self._load = start, load
         self.max_pending, self.max_concurrent = max_pending, max_concurrent
-        self._batch = Batch(engine)
+        self.engine = engine
+        self.load_error: str | None = None
+        self._batch = Batch(engine) if engine is not None else None
         self._queue: deque[Job] = deque()
         self._background: deque[Job] = deque()  # admitted only when _queue is empty
         self._wake = threading.Condition()  # guards everything below
         self._pending = 0
         self._running: list[Job] = []
         self._stopped = False
-        self._abandoned = False  # stop() gave up waiting: the running jobs were ended without us
+        self._abandoned = False  # stop() gave up waiting (on a load or an engine call) and left
         self._on_exit: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -111,13 +119,16 @@ class QueryWorker:
 
     def submit(self, job: Job) -> None:
         """Queue a job whose slot was reserved (a background job needs none); a stopped worker
-        ends it as cancelled at once."""
+        ends it at once: cancelled, or failed with the reason its model did not load."""
         with self._wake:
             if not self._stopped:
                 (self._background if job.background else self._queue).append(job)
                 self._wake.notify()
                 return
-        job.cancel.set()
+        if self.load_error:
+            job.error = self.load_error
+        else:
+            job.cancel.set()
         self._finish(job)
 
     def submit_background(self, job: Job) -> None:
@@ -137,6 +148,8 @@ class QueryWorker:
         self._finish(job)
 
     def _loop(self) -> None:
+        if self._batch is None and not self._load_engine():
+            return
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._queue or self._background or self._running or self._stopped)
@@ -165,6 +178,29 @@ class QueryWorker:
                 self._running = [j for j in self._running if j not in done]
             for job in done:
                 self._finish(job)
+
+    def _load_engine(self) -> bool:
+        """Build the engine; False when the worker must end (the load failed, or stop() came)."""
+        try:
+            engine = self._load()
+        except Exception as exc:  # noqa: BLE001 - the reason goes to every waiting and later job
+            with self._wake:
+                self.load_error = f"the model failed to load: {type(exc).__name__}: {exc}"
+                self._stopped = True
+                queued = [*self._queue, *self._background]
+                self._queue.clear()
+                self._background.clear()
+            for job in queued:
+                job.error = self.load_error
+                self._finish(job)
+        else:
+            with self._wake:
+                self.engine, self._batch = engine, Batch(engine)
+                if not self._abandoned:
+                    return True
+        if self._abandoned and self._on_exit is not None:  # stop() left while loading: free it now
+            self._on_exit()
+        return False
 
     def _join(self, job: Job) -> None:
         """Start a job's session and add it to the batch; a job that cannot start ends (no session)."""
@@ -216,10 +252,10 @@ class QueryWorker:
         if not self._thread.is_alive():
             return True
         with self._wake:
-            running = list(self._running)
-            if running:
+            running, loading = list(self._running), self._batch is None
+            if running or loading:
                 self._abandoned, self._on_exit = True, on_exit
-        if not running:  # it returned just now: only finishing is left
+        if not (running or loading):  # it returned just now: only finishing is left
             self._thread.join()
             return True
         for job in running:

@@ -36,7 +36,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from visualization_msgs.msg import ImageMarker, MarkerArray
 
-from ros_vilasr.core.engines import create_engine, warm_up
+from ros_vilasr.core.engines import check_engine, create_engine, warm_up
 from ros_vilasr.core.models import run_profile
 from ros_vilasr.core.session import Budget, Session
 from ros_vilasr_interfaces.action import SpatialQuery
@@ -94,7 +94,7 @@ class VilasrNode(LifecycleNode):
         self._enable_service = None
         self._buffer = KeyFrameBuffer(self._keyframe_settings())
         self._health = CameraHealth(lambda text: self.get_logger().warning(text))
-        self._engine = None
+        self._activations = 0  # tells a model load that finishes after its deactivation
         self._engine_state = "not loaded"
         self._engine_params: dict = {}
         self._worker: QueryWorker | None = None
@@ -197,33 +197,50 @@ class VilasrNode(LifecycleNode):
 
     @transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Checks what is cheap (model files, device), then serves at once: the model loads on the
+        worker thread, so the executor keeps running (cameras buffer, diagnostics say "loading")
+        and questions asked meanwhile queue until it is ready."""
         values = self._values()
         name, model, options = engine_arguments(values)
-        self._engine_state = "loading"
-        self.get_logger().info(f"loading the {name} engine ({model_id(values)})")
-        start = time.monotonic()
         try:
-            self._engine = create_engine(name, model, **options)
-            warm_up(self._engine)
+            check_engine(name, model, **options)
         except Exception as exc:
             self._engine_state = f"failed: {type(exc).__name__}: {exc}"
             raise
         self._engine_params = values
-        self._engine_state = "ready"
-        self.get_logger().info(f"engine ready in {time.monotonic() - start:.1f} s")
+        self._engine_state = "loading"
+        self._activations += 1
+        load = functools.partial(self._load_engine, self._activations, name, model, options)
+        result = super().on_activate(state)  # publishers first: results must go out
         try:
-            result = super().on_activate(state)  # publishers first: results must go out
-            self._worker = QueryWorker(self._start_job, self._engine, max_pending=values["max_pending"],
+            self._worker = QueryWorker(self._start_job, load=load, max_pending=values["max_pending"],
                                        max_concurrent=values["max_concurrent"])
             self._camera_inputs.subscribe(values, self._image_group)
             self._ask_subscription = self.create_subscription(
                 String, "~/ask", self._on_ask, REQUESTS_QOS, callback_group=self._serving_group)
         except Exception:
-            self._stop_serving()  # back to a clean inactive node, the model freed
+            self._stop_serving()  # back to a clean inactive node
             super().on_deactivate(state)
             raise
         self._serving = True
         return result
+
+    def _load_engine(self, activation: int, name: str, model, options: dict):
+        """On the worker thread: build and warm up the engine."""
+        self.get_logger().info(f"loading the {name} engine ({model_id(self._engine_params)})")
+        start = time.monotonic()
+        try:
+            engine = create_engine(name, model, **options)
+            warm_up(engine)
+        except Exception as exc:
+            self.get_logger().error(f"loading the {name} engine failed: {type(exc).__name__}: {exc}")
+            if activation == self._activations:
+                self._engine_state = f"failed: {type(exc).__name__}: {exc}"
+            raise
+        if activation == self._activations:  # not deactivated (or re-activated) meanwhile
+            self._engine_state = "ready"
+        self.get_logger().info(f"engine ready in {time.monotonic() - start:.1f} s")
+        return engine
 
     @transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -284,26 +301,28 @@ class VilasrNode(LifecycleNode):
             self.destroy_subscription(self._ask_subscription)
             self._ask_subscription = None
         worker, self._worker = self._worker, None
-        engine, self._engine = self._engine, None
+        self._activations += 1  # a load still running belongs to no activation now
         self._staged_goals.clear()
-        release = functools.partial(self._release, engine)
+        release = functools.partial(self._release, worker)
         if worker is not None and not worker.stop(STOP_WAIT_S, reason="the node stopped serving (lifecycle "
                                                   "transition or shutdown)", on_exit=release):
-            # The engine is busy in a call that ignores cancel: its query has been ended without
-            # it, and the worker thread frees the engine when that call returns.
-            self._engine_state = "releasing: waiting for the engine's running call to return"
-            self.get_logger().warning(f"the running query did not stop within {STOP_WAIT_S:g} s: it was "
-                                      "ended without waiting; its engine is freed when its call returns")
+            # The model is still loading, or the engine is busy in a call that ignores cancel: its
+            # queries have been ended without it, and the worker thread frees the engine after.
+            self._engine_state = "releasing: waiting for the model's load or running call to return"
+            self.get_logger().warning(f"the worker did not stop within {STOP_WAIT_S:g} s (a model load or an "
+                                      "engine call): its queries were ended without waiting, and its engine "
+                                      "is freed when that returns")
             return
         release()
 
-    def _release(self, engine) -> None:
-        """Free an engine (on the worker thread when its call outlived the transition)."""
-        if engine is None:
+    def _release(self, worker: QueryWorker | None) -> None:
+        """Free a worker's engine (on its thread when a load or call outlived the transition)."""
+        if worker is None or worker.engine is None:
             return
-        engine.close()
+        worker.engine.close()
+        worker.engine = None
         gc.collect()
-        if self._engine is None:  # not re-activated with a new engine meanwhile
+        if self._worker is None:  # not re-activated meanwhile
             self._engine_state = "released"
         self.get_logger().info("engine released")
 
@@ -414,6 +433,8 @@ class VilasrNode(LifecycleNode):
         except QueryRejected as exc:
             return self._rejected_job(question, options, problem_type, str(exc))
         worker = self._worker
+        if worker is not None and worker.load_error:
+            return self._rejected_job(question, options, problem_type, worker.load_error)
         if worker is None or not worker.reserve():
             return self._rejected_job(question, options, problem_type, f"{worker.pending if worker else 0} "
                                       f"queries pending (max_pending = {self._p('max_pending')})")
@@ -585,7 +606,7 @@ class VilasrNode(LifecycleNode):
         model = {
             "lifecycle": "active" if self._serving else ("inactive" if self._configured else "unconfigured"),
             "enabled": str(self._enabled), "engine": self._p("engine"), "model": model_id(self._values()),
-            "model_state": self._engine_state, "model_loaded": str(self._engine is not None),
+            "model_state": self._engine_state, "model_loaded": str(bool(worker and worker.engine)),
             "queue_depth": str(worker.pending if worker else 0),
             "running": ", ".join(repr(short(j.question)) for j in worker.running) if worker else "",
             "queries_answered": str(self._served), "queries_rejected": str(self._rejected),

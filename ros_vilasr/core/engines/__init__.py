@@ -24,6 +24,21 @@ class Engine(Protocol):
         """Release the model (and its GPU memory)."""
 
 
+def check_engine(name: str, model: str | None = None, **options) -> None:
+    """What can be checked without loading the model: its files and, for transformers, that the
+    device exists. A node runs this in its activation, so that fails at once with the reason,
+    and loads the model off the executor afterwards."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    if name in ("transformers", "vllm") and isinstance(model, str):
+        from ..models import resolve_model
+
+        resolve_model(model)
+    if name == "transformers":
+        from .hf import check_device
+        check_device(options.get("device", "auto"))
+
+
 def create_engine(name: str, model: str | None = None, **options) -> Engine:
     """Build an engine by name. ``model``: checkpoint path / hub id / ``embedded`` (checked by
     ``models.resolve_model`` before loading), server model name, or (for replay) a transcript file."""

@@ -32,6 +32,16 @@ def resolve_device(device: str = "auto") -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
+def check_device(device: str) -> None:
+    """Raise a clear error for a device torch cannot use here (before any weights are read)."""
+    device = resolve_device(device)
+    kind = torch.device(device)  # a malformed name raises here
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (kind.index or 0) >= count:
+            raise RuntimeError(f"device {device!r} is not available: torch sees {count} CUDA device(s)")
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
