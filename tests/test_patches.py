@@ -76,6 +76,11 @@ def test_dialogue_encoding_equals_the_processor_on_a_multi_image_turn(processor)
     vision = encoding.vision_inputs()
     assert torch.equal(vision["image_grid_thw"], ref["image_grid_thw"])
     torch.testing.assert_close(vision["pixel_values"], ref["pixel_values"], rtol=0, atol=1e-5)
+    # an engine's per-turn feed: the same values, in one buffer the encoding keeps and reuses
+    fed = encoding.vision_inputs(reuse=True)["pixel_values"]
+    assert torch.equal(fed, vision["pixel_values"])
+    last = encoding.vision_inputs(start=2, reuse=True)["pixel_values"]
+    assert torch.equal(last, vision["pixel_values"][-len(last):]) and last.data_ptr() == fed.data_ptr()
 
 
 def test_a_resized_image_still_goes_through_the_processor(processor):

@@ -31,6 +31,7 @@ class DialogueEncoding:
         # per image: uint8 patches (fast path) or float pixel values (processor path)
         self.pixel_values: list[torch.Tensor] = []
         self.image_grid_thw: list[torch.Tensor] = []
+        self._pixels: torch.Tensor | None = None  # vision_inputs(reuse=True)'s buffer
         self.n_messages = 0
         self.n_assistant = 0
 
@@ -102,14 +103,30 @@ class DialogueEncoding:
         """The dialogue followed by the generation prompt, ready for the next assistant turn."""
         return self.input_ids + self._gen_prompt
 
-    def vision_inputs(self, start: int = 0, device=None) -> dict:
-        """Pixel values and grids of the dialogue's images from the ``start``-th (0-based) on."""
+    def vision_inputs(self, start: int = 0, device=None, reuse: bool = False) -> dict:
+        """Pixel values and grids of the dialogue's images from the ``start``-th (0-based) on.
+        ``reuse``: the pixel values go into a buffer this encoding keeps (an engine's per-turn feed:
+        no fresh memory each turn); they are valid until its next ``reuse`` call."""
         if len(self.pixel_values) <= start:
             return {}
-        values = [self._patcher.pixel_values(v, device) if v.dtype == torch.uint8 else v.to(device)
-                  for v in self.pixel_values[start:]]
-        return {"pixel_values": values[0] if len(values) == 1 else torch.cat(values),
-                "image_grid_thw": torch.cat(self.image_grid_thw[start:]).to(device)}
+        new = self.pixel_values[start:]
+        grids = torch.cat(self.image_grid_thw[start:])
+        if not all(v.dtype == torch.uint8 for v in new):  # the processor's floats
+            return {"pixel_values": torch.cat([v.to(device) for v in new]), "image_grid_thw": grids.to(device)}
+        p = self._patcher
+        size = (sum(len(v) for v in new), new[0].shape[1] * p.temporal * new[0].shape[2])
+        if reuse:
+            if self._pixels is None or self._pixels.device != torch.device(device or "cpu") \
+                    or self._pixels.numel() < size[0] * size[1]:
+                self._pixels = torch.empty(size[0] * size[1], device=device)
+            out = self._pixels[:size[0] * size[1]].view(size)
+        else:
+            out = torch.empty(size, device=device)
+        row = 0
+        for v in new:
+            p.pixel_values(v, device, out=out[row:row + len(v)])
+            row += len(v)
+        return {"pixel_values": out, "image_grid_thw": grids.to(device)}
 
     def mm_token_type_ids(self, ids: list[int]) -> list[int]:
         # Qwen2.5-VL computes its 3-D (mRoPE) positions from these; without them it silently

@@ -125,7 +125,7 @@ class TransformersEngine:
         prompt = encoding.prompt_ids()
         start, images, offset = (past.length, past.images, past.next_position) if past else (0, 0, 0)
         new = prompt[start:]
-        vision = encoding.vision_inputs(start=images)
+        vision = encoding.vision_inputs(start=images, device=self.device, reuse=True)  # fed this call
         # mRoPE positions are shift-invariant: those of the new tokens alone, moved past the old ones
         positions, _ = self.model.model.get_rope_index(
             torch.tensor([new]), torch.tensor([encoding.mm_token_type_ids(new)]), vision.get("image_grid_thw"))
@@ -151,7 +151,8 @@ class TransformersEngine:
         inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         vision = [r.vision for r in rows if r.vision]
         if vision:
-            inputs["pixel_values"] = torch.cat([v["pixel_values"] for v in vision]).to(self.model.dtype)
+            pixels = [v["pixel_values"] for v in vision]
+            inputs["pixel_values"] = (pixels[0] if len(pixels) == 1 else torch.cat(pixels)).to(self.model.dtype)
             inputs["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in vision])
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         out = self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
