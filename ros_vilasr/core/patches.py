@@ -45,13 +45,13 @@ class Patcher:
     def patchify(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 patches [patches, 3, patch²] in the model's order, image_grid_thw [1, 3]).
         Kept as bytes: an eighth of the float pixel values' memory, normalised only when fed."""
-        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        x = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
         p, m = self.patch, self.merge
-        gh, gw = rgb.shape[0] // p, rgb.shape[1] // p
-        # rows in merge-group order (gh/m, gw/m, m, m), each row (channel, patch row, patch col);
-        # numpy's strided byte copy is ~2x torch's here
-        x = rgb.reshape(gh // m, m, p, gw // m, m, p, 3).transpose(0, 3, 1, 4, 6, 2, 5)
-        return torch.from_numpy(np.ascontiguousarray(x)).view(gh * gw, 3, p * p), torch.tensor([[1, gh, gw]])
+        gh, gw = rgb.height // p, rgb.width // p
+        # rows in merge-group order (gh/m, gw/m, m, m), each row (channel, patch row, patch col)
+        x = x.view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)
+        return x.reshape(gh * gw, 3, p * p), torch.tensor([[1, gh, gw]])
 
     def pixel_values(self, patches: torch.Tensor, device=None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Float pixel values [patches, 3·temporal·patch²] of uint8 ``patches``, normalised on
