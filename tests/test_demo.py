@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ros_vilasr.core.models import EMBEDDED_DIR
@@ -81,8 +82,21 @@ def test_main_job_replays_the_recorded_trace_when_asked(tmp_path):
     lines = done.stdout.splitlines()
     assert "REPLAY" in lines[0]
     records = [json.loads(line) for line in TRANSCRIPT.read_text().splitlines()]
-    steps = sum(m["role"] == "assistant" for r in records for m in r["conversations"])
+    asked = [r for r in records if r["question"] != layout.WATCH.question]  # the watch prints no steps
+    steps = sum(m["role"] == "assistant" for r in asked for m in r["conversations"])
     assert sum(line.lstrip().startswith("[replay] step ") for line in lines) == steps
+    # every drawing is lifted with the recording's depth: boxes to a point, lines to a length
+    drawings = sum(line.lstrip().startswith(("box ", "line ")) for line in lines)
+    lifted = [line.strip() for line in lines if line.lstrip().startswith("3-D: ")]
+    assert drawings > 0 and len(lifted) == drawings and not any("not lifted" in x for x in lifted)
+    assert any(x.endswith("m long in cam_right") for x in lifted)
+    # the standing question: registered, one event (the replayed trace's answer), unregistered
+    watch = json.loads((out / "answers.json").read_text())["watch"]
+    assert watch["registered"] and watch["unwatched"]
+    first = watch["events"][0]
+    assert (first["previous_answer"], first["answer"], first["finish_reason"]) == ("", "B", "answer")
+    assert first["truth"] == layout.watch_truth(first["frame"])
+    assert "[replay] watch event: (first answer) -> B (answer)" in done.stdout
     for q in layout.demo_questions():
         assert q.question in done.stdout
         assert f"ground truth: {q.answer} " in done.stdout
@@ -93,6 +107,34 @@ def test_main_job_replays_the_recorded_trace_when_asked(tmp_path):
     images = sorted(out.glob("q*_image*.png"))
     assert len(images) == sum(len(r["images"]) for r in answers["results"]) >= 6
     assert_no_orphans(mark)
+
+
+def test_bundled_recording_has_depth_camera_info_and_the_crossing_robot():
+    """Every colour frame has its aligned depth (the renderer's, to the millimetre) and
+    camera_info (the renderer's intrinsics), and the robot crosses the table once per loop."""
+    from rosbags.highlevel import AnyReader
+
+    from ros_vilasr.synth import scene as sc
+
+    with AnyReader([REPO / "ros_vilasr" / "demo" / "data" / "demo_bag"]) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        topics = [*layout.TOPICS.values(), *layout.DEPTH_TOPICS.values(), *layout.INFO_TOPICS.values()]
+        assert counts == {t: layout.N_FRAMES for t in topics}
+        frame = 17
+        wanted = {layout.DEPTH_TOPICS["cam_right"], layout.INFO_TOPICS["cam_right"]}
+        msgs = {c.topic: reader.deserialize(raw, c.msgtype) for c, t, raw in reader.messages()
+                if c.topic in wanted and t == layout.stamp_ns(frame)}
+    camera = layout.camera("cam_right", frame)
+    truth = sc.render_layers(layout.demo_scene(frame), camera).depth
+    depth = msgs[layout.DEPTH_TOPICS["cam_right"]]
+    assert (depth.encoding, depth.header.frame_id) == ("16UC1", "cam_right")
+    mm = np.frombuffer(depth.data.tobytes(), "<u2").reshape(depth.height, depth.width)
+    seen = np.isfinite(truth)
+    assert np.all(mm[~seen] == 0) and np.abs(mm[seen] / 1000 - truth[seen]).max() <= 0.0005
+    info = msgs[layout.INFO_TOPICS["cam_right"]]
+    assert list(info.k) == [camera.focal, 0, camera.width / 2, 0, camera.focal, camera.height / 2, 0, 0, 1]
+    truths = [layout.watch_truth(i) for i in range(layout.N_FRAMES)]
+    assert truths[0] == "A" and truths[-1] == "B" and sum(a != b for a, b in zip(truths, truths[1:])) == 1
 
 
 @needs_node

@@ -1,5 +1,6 @@
-"""A small rclpy client of ``vilasr_node``: the SpatialQuery action plus per-camera frame counts
-from ``/diagnostics``, spinning on a thread of its own so callers can simply block and wait."""
+"""A small rclpy client of ``vilasr_node``: the SpatialQuery action, standing questions
+(``~/watch``, ``~/unwatch``, ``~/watch_events``) and per-camera frame counts from ``/diagnostics``,
+spinning on a thread of its own so callers can simply block and wait."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from rclpy.signals import SignalHandlerOptions
 from unique_identifier_msgs.msg import UUID
 
 from ros_vilasr_interfaces.action import SpatialQuery
+from ros_vilasr_interfaces.msg import SpatialAnswer
+from ros_vilasr_interfaces.srv import Unwatch, Watch
 
 FEEDBACK_GRACE_S = 5.0  # how long feedback may trail the result it belongs to
 STATUS_NAMES = {GoalStatus.STATUS_SUCCEEDED: "succeeded", GoalStatus.STATUS_ABORTED: "aborted",
@@ -53,6 +56,11 @@ class QueryClient:
         self.node.create_subscription(
             SpatialQuery.Impl.FeedbackMessage, f"/{node_name}/query/_action/feedback", self._on_feedback,
             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        self.watch_events: list[SpatialAnswer] = []
+        self.node.create_subscription(SpatialAnswer, f"/{node_name}/watch_events", self.watch_events.append,
+                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        self._watch = self.node.create_client(Watch, f"/{node_name}/watch")
+        self._unwatch = self.node.create_client(Unwatch, f"/{node_name}/unwatch")
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, name="demo-client", daemon=True)
@@ -132,6 +140,25 @@ class QueryClient:
         finally:
             with self._feedback_lock:
                 self._feedback_sinks.pop(bytes(goal_id.uuid), None)
+
+    def _call(self, client, request, timeout_s: float = 10.0):
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return None
+        future = client.call_async(request)
+        return future.result() if self._wait(future.done, timeout_s, None) else None
+
+    def watch(self, question: str, options, cameras, min_interval_s: float) -> tuple[int, str]:
+        """Register a standing question: (its id, "") or (0, why not)."""
+        response = self._call(self._watch, Watch.Request(question=question, options=list(options),
+                                                         problem_type="multiple choice" if options else "",
+                                                         cameras=list(cameras), min_interval_s=min_interval_s))
+        if response is None:
+            return 0, "the node's ~/watch service did not answer"
+        return (response.id, "") if response.success else (0, response.message)
+
+    def unwatch(self, watch_id: int) -> bool:
+        response = self._call(self._unwatch, Unwatch.Request(id=watch_id))
+        return response is not None and response.success
 
     def close(self) -> None:
         """Executor, its thread, the node, then the context (the order rclpy needs)."""

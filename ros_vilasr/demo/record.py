@@ -1,6 +1,7 @@
 """Make the bundled demo data: ``python -m ros_vilasr.demo.record [--out DIR]``.
 
-Renders the demo scene (``layout``) through both rig cameras for 3 s at 10 Hz, writes it as a
+Renders the demo scene (``layout``) through both rig cameras for 3 s at 10 Hz — colour, aligned
+16UC1 depth and camera_info per camera, the robot crossing the floor — writes it as a
 zstd-compressed MCAP rosbag2 (``demo_bag/``), the layout and questions with ground truth
 (``scene.json``), and a recorded reasoning trace per question drawn on the key frame
 (``replay_transcript.jsonl``). Deterministic: running it again reproduces the same files.
@@ -13,7 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,38 +33,47 @@ TRANSCRIPT_FILE = "replay_transcript.jsonl"
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 
 
-def render_frames(scene: sc.Scene, progress: bool = True) -> dict[str, list]:
-    """frame_id -> [(image, {name: bbox}) per frame]."""
+def render_frames(progress: bool = True) -> dict[str, list[sc.Rendering]]:
+    """frame_id -> the rendering (image, depth, boxes) of each recording frame."""
     frames = {cam: [] for cam in layout.TOPICS}
     total = layout.N_FRAMES * len(layout.TOPICS)
     with tqdm(total=total, desc="rendering", unit="frame", disable=not progress) as bar:
         for i in range(layout.N_FRAMES):
+            scene = layout.demo_scene(i)
             for cam in layout.TOPICS:
-                frames[cam].append(sc.render(scene, layout.camera(cam, i)))
+                frames[cam].append(sc.render_layers(scene, layout.camera(cam, i)))
                 bar.update()
     return frames
 
 
-def write_bag(path: Path, frames: dict[str, list], storage: str = "mcap", compressed: bool = False) -> None:
+def write_bag(path: Path, frames: dict[str, list[sc.Rendering]], storage: str = "mcap",
+              compressed: bool = False) -> None:
     with ImageBagWriter(path, storage=storage) as bag:
         for i in range(layout.N_FRAMES):
+            stamp = layout.stamp_ns(i)
             for cam, topic in layout.TOPICS.items():
-                image = frames[cam][i][0]
+                rendering = frames[cam][i]
                 if compressed:
-                    bag.write_compressed(topic + "/compressed", image, layout.stamp_ns(i), cam)
+                    bag.write_compressed(topic + "/compressed", rendering.image, stamp, cam)
                 else:
-                    bag.write_image(topic, image, layout.stamp_ns(i), cam)
+                    bag.write_image(topic, rendering.image, stamp, cam)
+                bag.write_depth(layout.DEPTH_TOPICS[cam], rendering.depth, stamp, cam)
+                c = layout.camera(cam, i)
+                bag.write_camera_info(layout.INFO_TOPICS[cam], c.width, c.height, c.focal, stamp, cam)
 
 
 def build_transcripts(scene: sc.Scene, frames: dict[str, list]) -> list[dict]:
     ref = layout.REFERENCE_FRAME
-    questions = layout.demo_questions(scene)
+    watch = replace(layout.WATCH, answer=layout.watch_truth(ref))  # its answer on the key frame
+    questions = [*layout.demo_questions(scene), watch]
     floor_names = [o.name for o in scene.objects if sc.on_floor(o)]
     records = []
     for q in questions:
-        images = [frames[cam][ref][0] for cam in q.cameras]
-        boxes, grids = tr.grid_boxes(images, [frames[cam][ref][1] for cam in q.cameras])
-        if q.question.startswith("Is the chair"):
+        images = [frames[cam][ref].image for cam in q.cameras]
+        boxes, grids = tr.grid_boxes(images, [frames[cam][ref].boxes for cam in q.cameras])
+        if q is watch:
+            turns = tr.watch_question_turns(q, boxes)
+        elif q.question.startswith("Is the chair"):
             turns = tr.side_question_turns(q, boxes, grids)
         elif q.question.startswith("How many"):
             turns = tr.count_question_turns(q, boxes, floor_names, scene.names)
@@ -85,10 +95,14 @@ def build_transcripts(scene: sc.Scene, frames: dict[str, list]) -> list[dict]:
 def scene_record(scene: sc.Scene) -> dict:
     ref = layout.REFERENCE_FRAME
     return {
-        "description": "ros_vilasr demo: synthetic room seen by two cameras on a slowly moving rig; "
-                       "units metres, world z up, camera yaw/pitch in degrees (see ros_vilasr.synth.scene)",
+        "description": "ros_vilasr demo: synthetic room seen by two cameras on a slowly moving rig, a robot "
+                       "crossing the floor; units metres, world z up, camera yaw/pitch in degrees "
+                       "(see ros_vilasr.synth.scene); the scene is the one at the key frame",
         "scene": scene.to_dict(),
         "topics": layout.TOPICS,
+        "depth_topics": layout.DEPTH_TOPICS,
+        "camera_info_topics": layout.INFO_TOPICS,
+        "watch": {**asdict(layout.WATCH), "answer_per_frame": [layout.watch_truth(i) for i in range(layout.N_FRAMES)]},
         "frame_rate_hz": layout.FRAME_RATE_HZ,
         "frames": layout.N_FRAMES,
         "start_stamp_ns": layout.START_STAMP_NS,
@@ -101,7 +115,7 @@ def scene_record(scene: sc.Scene) -> dict:
 def record(out: Path, storage: str = "mcap", compressed: bool = False, progress: bool = True) -> dict:
     """Write all demo data into ``out``; returns the sizes written (bytes)."""
     scene = layout.demo_scene()
-    frames = render_frames(scene, progress)
+    frames = render_frames(progress)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         tmp_bag = Path(tmp) / BAG_NAME

@@ -1,8 +1,11 @@
 """The README's main job: ``python -m ros_vilasr.demo.run [--model M] [--engine E] [--out DIR]``.
 
-Plays the bundled two-camera recording (looping) into ``vilasr_node``, asks the demo questions
-through the ``~/query`` action, prints every reasoning step as it arrives and each answer next to
-the ground truth, saves the drawn images, and shuts everything down (also on Ctrl-C).
+Plays the bundled two-camera recording (colour, depth and camera_info, looping) into
+``vilasr_node``, asks the demo questions through the ``~/query`` action, prints every reasoning
+step as it arrives — each drawing with its 3-D lift from the depth — and each answer next to the
+ground truth, saves the drawn images, then registers a standing question (``~/watch``) about the
+robot that crosses the room and prints its events beside the recording's truth at that frame, and
+shuts everything down (also on Ctrl-C).
 
 It runs the model the user names — by default ``embedded``, the small draw-to-reason model shipped
 in the package, live on the CPU. Weights that cannot be loaded here (missing or corrupt files, a
@@ -139,9 +142,21 @@ def describe_step(step, camera_of: dict[int, str], replay: bool) -> list[str]:
         cam = camera_of.get(op.source_image_index, op.header.frame_id)
         lines.append(f"      {what} {printable(op.label, 80)!r} on image {op.image_index}: "
                      f"{_coords(op.model_coords)} in the model grid = {_coords(op.source_coords)} px in {cam}")
+        lines.append(f"        {lift_text(op)}")
     if step.error:
         lines.append(f"      error: {step.error}")
     return lines
+
+
+def lift_text(op) -> str:
+    """A drawing in the camera's 3-D frame (metres, optical frame: x right, y down, z forward)."""
+    if not op.lifted:
+        return f"3-D: not lifted ({op.lift_error or 'no depth'})"
+    if op.kind == 0:
+        p, e = op.position, op.extent
+        return (f"3-D: at ({p.x:.2f}, {p.y:.2f}, {p.z:.2f}) m in {op.frame_id}, "
+                f"{e.x:.2f} × {e.y:.2f} m across")
+    return f"3-D: {op.length_m:.2f} m long in {op.frame_id}"
 
 
 def save_image(msg, path: Path) -> None:
@@ -170,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where drawn images, answers and logs go (default ./demo_output)")
     p.add_argument("--transcript", type=Path, default=DATA / TRANSCRIPT_FILE,
                    help="recorded trace for the replay engine (default: the bundled one)")
+    p.add_argument("--watch-s", type=float, default=10.0,
+                   help="how long to follow the standing question about the robot (0: skip it)")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds to wait for the node (model loading) and for each answer")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -200,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
 
     player = ChildProcess("bag player", python_module_argv(
         "ros_vilasr.node.bag_player", str(DATA / BAG_NAME), "--loop"), env, args.out / "bag_player.log")
-    node_args = ["--ros-args", "-p", f"image_topics:=[{','.join(repr(t) for t in topics)}]",
+    def ros_list(values) -> str:
+        return f"[{','.join(repr(v) for v in values)}]"
+
+    node_args = ["--ros-args", "-p", f"image_topics:={ros_list(topics)}",
+                 "-p", f"depth_topics:={ros_list(layout.DEPTH_TOPICS.values())}",
+                 "-p", f"camera_info_topics:={ros_list(layout.INFO_TOPICS.values())}",
                  "-p", f"engine:={choice.engine}", "-p", "autostart:=true"]
     node_args += ["-p", f"replay_file:={choice.replay_file}"] if choice.is_replay else ["-p", f"model:={choice.model}"]
     node = ChildProcess("vilasr_node", python_module_argv("ros_vilasr.node.main", *node_args), env,
@@ -223,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(stop, "vilasr_node received no camera frames", node, player)
         say(f"node ready; frames arriving ({', '.join(f'{t}: {n}' for t, n in client.frame_counts().items())})")
         results = [_ask(client, i, q, choice, args, stop) for i, q in enumerate(scene["questions"], 1)]
+        watch = _follow_watch(client, scene["watch"], choice, args, stop) if args.watch_s > 0 else None
         if stop.is_set():
             say("interrupted")
             return 130
-        return _summary(results, choice, args.out)
+        return _summary(results, watch, choice, args.out)
     finally:
         if client is not None:
             client.close()
@@ -290,12 +313,44 @@ def _ask(client, number: int, q: dict, choice: EngineChoice, args, stop) -> dict
             "source_frames": [f"{h.frame_id}@{h.stamp.sec}.{h.stamp.nanosec:09d}" for h in answer.source_headers]}
 
 
-def _summary(results: list[dict], choice: EngineChoice, out: Path) -> int:
+def _follow_watch(client, w: dict, choice: EngineChoice, args, stop) -> dict:
+    """Register the standing question, print its events for ``--watch-s`` seconds, unregister."""
+    cameras = [layout.TOPICS[c] for c in w["cameras"]]
+    say()
+    say(f"Standing question (~/watch), followed for {args.watch_s:g} s: {w['question']}")
+    say(f"    options: {' | '.join(w['options'])}; the robot crosses the table at frames "
+        f"{layout.ROBOT_MOVES[0]}–{layout.ROBOT_MOVES[1]} of every {layout.N_FRAMES}-frame loop")
+    watch_id, why = client.watch(w["question"], w["options"], cameras, min_interval_s=0.5)
+    if not watch_id:
+        say(f"  watch refused: {why}")
+        return {"registered": False, "error": why, "events": []}
+    seen, events, end = 0, [], time.monotonic() + args.watch_s
+    tag = "[replay] " if choice.is_replay else ""
+    while time.monotonic() < end and not stop.is_set():
+        for event in client.watch_events[seen:]:
+            seen += 1
+            if event.watch_id != watch_id:
+                continue
+            frame = layout.frame_at(event.source_headers[0].stamp.sec * 1_000_000_000
+                                    + event.source_headers[0].stamp.nanosec) if event.source_headers else None
+            truth = w["answer_per_frame"][frame] if frame is not None else ""
+            before = event.previous_answer or "(first answer)"
+            say(f"  {tag}watch event: {before} -> {printable(event.answer, 80) or '(none)'} "
+                f"({event.finish_reason}) on frame {frame}; ground truth there: {truth}")
+            events.append({"answer": event.answer, "previous_answer": event.previous_answer, "frame": frame,
+                           "truth": truth, "finish_reason": event.finish_reason})
+        time.sleep(0.05)
+    removed = client.unwatch(watch_id)
+    say(f"  {len(events)} watch event(s); unwatched: {'yes' if removed else 'NO'}")
+    return {"registered": True, "id": watch_id, "unwatched": removed, "events": events}
+
+
+def _summary(results: list[dict], watch: dict | None, choice: EngineChoice, out: Path) -> int:
     correct = sum(r["correct"] for r in results)
     answered = sum(r["status"] == "succeeded" for r in results)
     (out / "answers.json").write_text(json.dumps(
         {"engine": choice.engine, "model": choice.model or None, "replay": choice.is_replay,
-         "results": results}, indent=1) + "\n")
+         "results": results, "watch": watch}, indent=1) + "\n")
     say()
     say(f"{'[replay] ' if choice.is_replay else ''}{correct}/{len(results)} correct, {answered}/{len(results)} "
         f"answered · drawn images and answers.json in {out}")

@@ -129,3 +129,15 @@ def grid_boxes(frames: list[Image.Image], source_boxes: list[dict]) -> tuple[lis
     out = [{name: model_box(box, f.size, g) for name, box in boxes.items() if box is not None}
            for f, g, boxes in zip(frames, grids, source_boxes)]
     return out, grids
+
+
+def watch_question_turns(q: DemoQuestion, boxes: list[dict]) -> list[str]:
+    """The standing question on the key frame: box the robot and the table, compare, answer."""
+    b = boxes[0]
+    side = "left" if center(b["robot"])[0] < center(b["table"])[0] else "right"
+    return [
+        _turn("I mark the robot and the table in the left camera's image.", protocol.OBJECT_MAPPER,
+              _boxes(1, b, ["robot", "table"])),
+        _turn(f"In image 2 the robot's box is centred to the {side} of the table's, so the robot is to the "
+              f"{side} of the table.", protocol.ANSWER, answer=q.answer),
+    ]

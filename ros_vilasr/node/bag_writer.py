@@ -1,4 +1,4 @@
-"""Record camera frames into a rosbag2 (MCAP or sqlite3) with ``rosbags`` — no ROS install needed.
+"""Record camera frames (colour, depth, camera_info) into a rosbag2 (MCAP or sqlite3) with ``rosbags`` — no ROS install needed.
 
 The messages are serialised to CDR by rosbags' own typestore, so anything that reads rosbag2
 (``ros2 bag``, Foxglove, our ``vilasr_bag_player``) can play the result.
@@ -20,6 +20,7 @@ from rosbags.typesys import Stores, get_typestore
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 
@@ -101,6 +102,30 @@ class ImageBagWriter:
             header=self._header(stamp_ns, frame_id), height=height, width=width, encoding=encoding,
             is_bigendian=0, step=width * channels, data=pixels.reshape(-1))
         self.write(topic, IMAGE, msg, stamp_ns)
+
+    def write_depth(self, topic: str, metres: np.ndarray, stamp_ns: int, frame_id: str) -> None:
+        """One depth image as a depth camera driver sends it: 16UC1 millimetres, 0 = no reading
+        (where ``metres`` is not finite or out of the 16-bit range)."""
+        valid = np.isfinite(metres) & (metres > 0) & (metres < 65.535)
+        mm = np.where(valid, np.round(np.where(valid, metres, 0) * 1000), 0).astype("<u2")
+        height, width = mm.shape
+        msg = self._types[IMAGE](
+            header=self._header(stamp_ns, frame_id), height=height, width=width, encoding="16UC1",
+            is_bigendian=0, step=width * 2, data=np.frombuffer(mm.tobytes(), dtype=np.uint8))
+        self.write(topic, IMAGE, msg, stamp_ns)
+
+    def write_camera_info(self, topic: str, width: int, height: int, focal: float, stamp_ns: int,
+                          frame_id: str) -> None:
+        """An undistorted pinhole camera_info: focal length in pixels, principal point at the centre."""
+        cx, cy = width / 2, height / 2
+        roi = self._types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                              do_rectify=False)
+        msg = self._types[CAMERA_INFO](
+            header=self._header(stamp_ns, frame_id), height=height, width=width, distortion_model="plumb_bob",
+            d=np.zeros(5), k=np.array([focal, 0, cx, 0, focal, cy, 0, 0, 1], dtype=np.float64),
+            r=np.eye(3).reshape(-1), p=np.array([focal, 0, cx, 0, 0, focal, cy, 0, 0, 0, 1, 0], dtype=np.float64),
+            binning_x=0, binning_y=0, roi=roi)
+        self.write(topic, CAMERA_INFO, msg, stamp_ns)
 
     def write_compressed(self, topic: str, image: Image.Image, stamp_ns: int, frame_id: str,
                          fmt: str = "jpeg", quality: int = 90) -> None:
