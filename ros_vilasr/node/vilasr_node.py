@@ -45,6 +45,7 @@ from ros_vilasr_interfaces.msg import SpatialAnswer
 from . import messages, params
 from .cameras import CameraInputs
 from .depth import markers_3d
+from .detections import DetectionPublishers
 from .diagnostics import CameraHealth, diagnostic_array
 from .keyframes import KeyFrameBuffer, KeyFrameSettings
 from .queries import (
@@ -99,6 +100,7 @@ class VilasrNode(LifecycleNode):
         self._engine_params: dict = {}
         self._worker: QueryWorker | None = None
         self._watch_service = WatchService(self, Watches())
+        self._detections = DetectionPublishers(self)  # ~/detections(_3d) where vision_msgs is importable
         self._camera_inputs = CameraInputs(self, self._buffer, self._health, lambda: self._enabled,
                                            self._watch_service.key_frame)
         self._ask_subscription = None
@@ -173,6 +175,7 @@ class VilasrNode(LifecycleNode):
         self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
         self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
         self._markers_3d_publisher = self.create_lifecycle_publisher(MarkerArray, "~/markers_3d", 10)
+        self._detections.create()
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._enable_service = self.create_service(SetBool, "~/enable", self._on_enable,
                                                    callback_group=self._serving_group)
@@ -277,6 +280,7 @@ class VilasrNode(LifecycleNode):
             self.destroy_service(self._enable_service)
             self._enable_service = None
         self._watch_service.destroy()
+        self._detections.destroy()
         if self._query_server is not None:
             self._retire_query_server(self._query_server)
             self._query_server = None
@@ -565,6 +569,7 @@ class VilasrNode(LifecycleNode):
                 self._markers_publisher.publish(marker)
         if any(op.lifted for op in msg.ops):
             self._markers_3d_publisher.publish(markers_3d(msg.ops, messages.box_colours(job, step), query, step.step))
+        self._detections.publish(msg.ops, query, step.step)
 
     @property
     def worker(self) -> QueryWorker | None:
