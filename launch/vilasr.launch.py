@@ -27,6 +27,7 @@ PARAMETERS = [
     ("camera_info_topics", "['']", List[str],  # noqa: UP006
      "camera_info per camera ('' = next to its depth topic)"),
     ("depth_tolerance_s", "0.05", float, "Largest colour / depth stamp difference when pairing"),
+    ("target_frame", "", str, "Frame for lifted drawings via tf2 ('' = the cameras' optical frames)"),
     ("keyframe_min_interval_s", "0.5", float, "Minimum time between two key frames of a camera"),
     ("keyframe_change_threshold", "0.02", float, "Minimum visual change (0..1) for a new key frame"),
     ("keyframes_per_camera", "16", int, "Key frames kept per camera"),

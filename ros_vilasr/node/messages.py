@@ -26,13 +26,18 @@ def source_header(job: Job, image_index: int) -> Header:
     return job.frames[job.session.origin[image_index - 1]].header
 
 
-def step_msg(job: Job, step) -> ReasoningStep:
+def step_msg(job: Job, step, target=None) -> ReasoningStep:
+    """A step's message; lifted drawings in ``target``'s frame (``frames.TargetFrame``) where it can."""
+    def lifted(frame, op) -> dict:
+        fields = lift_fields(frame, op)
+        return target.apply(fields, frame.header.stamp) if target is not None else fields
+
     ops = [DrawOp(kind=DrawOp.BOX if op.kind == "box" else DrawOp.LINE, label=op.label,
                   image_index=op.image_index, source_image_index=op.source_index,
                   model_coords=[float(c) for c in op.model_coords],
                   source_coords=[float(c) for c in op.source_coords],
                   header=job.frames[op.source_index - 1].header,
-                  **lift_fields(job.frames[op.source_index - 1], op))
+                  **lifted(job.frames[op.source_index - 1], op))
            for op in step.ops]
     return ReasoningStep(step=step.step, thought=step.thought or "", action=step.action or "", ops=ops,
                          revises_earlier=step.revises, new_image_indices=step.new_images,
@@ -80,8 +85,8 @@ def box_colours(job: Job, step) -> dict[str, str]:
             for i, box in enumerate(job.session.drawings[n - 1].boxes)}
 
 
-def answer_msg(job: Job, model: str) -> SpatialAnswer:
-    """The result of a finished job: typed answer, trace, provenance, costs."""
+def answer_msg(job: Job, model: str, target=None) -> SpatialAnswer:
+    """The result of a finished job: typed answer, trace (``target``: as in ``step_msg``), provenance, costs."""
     session = job.session
     headers = [f.header for f in job.frames]
     newest = max(headers, key=lambda h: (h.stamp.sec, h.stamp.nanosec)) if headers else Header()
@@ -96,7 +101,7 @@ def answer_msg(job: Job, model: str) -> SpatialAnswer:
         answer_kind=ANSWER_KINDS.get(kind, SpatialAnswer.KIND_TEXT), choice=choice, value=float(value),
         finish_reason=reason, error=error, source_headers=headers, model=model, latency_s=job.latency_s)
     if session is not None:
-        msg.steps = [step_msg(job, s) for s in session.steps]
+        msg.steps = [step_msg(job, s, target) for s in session.steps]
         msg.model_calls = session.calls
         msg.prompt_tokens = session.prompt_tokens
         msg.completion_tokens = session.completion_tokens

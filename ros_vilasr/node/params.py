@@ -56,6 +56,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("camera_info_topics", ("",),
           "camera_info per camera, in image_topics' order ('' = next to its depth topic: "
           ".../camera_info).", applies="activate"),
+    Param("target_frame", "",
+          "Frame for lifted drawings (e.g. base_link, map), through tf2 where tf2_ros is importable (a ROS "
+          "installation); '' or no transform at a frame's stamp: the camera's optical frame. DrawOp.frame_id "
+          "names the frame used.", applies="activate"),
     Param("depth_tolerance_s", 0.05,
           "Largest stamp difference between a colour frame and the depth image paired with it.",
           range=(0.0, 1.0), applies="activate"),

@@ -46,6 +46,7 @@ from . import messages, params
 from .cameras import CameraInputs
 from .depth import markers_3d
 from .detections import DetectionPublishers
+from .frames import TargetFrame
 from .diagnostics import CameraHealth, diagnostic_array
 from .keyframes import KeyFrameBuffer, KeyFrameSettings
 from .queries import (
@@ -101,6 +102,7 @@ class VilasrNode(LifecycleNode):
         self._worker: QueryWorker | None = None
         self._watch_service = WatchService(self, Watches())
         self._detections = DetectionPublishers(self)  # ~/detections(_3d) where vision_msgs is importable
+        self._target_frame: TargetFrame | None = None  # lifted drawings' frame (target_frame, via tf2)
         self._camera_inputs = CameraInputs(self, self._buffer, self._health, lambda: self._enabled,
                                            self._watch_service.key_frame)
         self._ask_subscription = None
@@ -211,6 +213,7 @@ class VilasrNode(LifecycleNode):
             self._engine_state = f"failed: {type(exc).__name__}: {exc}"
             raise
         self._engine_params = values
+        self._target_frame = TargetFrame(self, values["target_frame"])
         self._engine_state = "loading"
         self._activations += 1
         load = functools.partial(self._load_engine, self._activations, name, model, options)
@@ -559,7 +562,7 @@ class VilasrNode(LifecycleNode):
 
     def _publish_step(self, job: Job, query: int, session, step) -> None:
         """Worker thread, after every model turn: feedback, drawn images, their markers (2-D, 3-D)."""
-        images, msg = messages.step_images(job, step), messages.step_msg(job, step)
+        images, msg = messages.step_images(job, step), messages.step_msg(job, step, self._target_frame)
         if job.feedback is not None:
             job.feedback(SpatialQuery.Feedback(step=msg, images=images))
         for image in images:
@@ -576,7 +579,8 @@ class VilasrNode(LifecycleNode):
         return self._worker
 
     def answer_message(self, job: Job) -> SpatialAnswer:
-        return messages.answer_msg(job, model_id(self._engine_params) if self._engine_params else "")
+        return messages.answer_msg(job, model_id(self._engine_params) if self._engine_params else "",
+                                   self._target_frame)
 
     def _publish_answer(self, job: Job) -> None:
         """Every finished query, from the action or ~/ask (worker thread)."""
