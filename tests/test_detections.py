@@ -94,8 +94,8 @@ VISION_MSGS = SimpleNamespace(**{c.__name__: c for c in (
 def op(kind, label, coords, frame="cam_left", sec=7, lifted=False, position=(0.0, 0.0, 0.0), extent=(0.0, 0.0, 0.0)):
     return DrawOp(kind=kind, label=label, source_coords=[float(c) for c in coords],
                   header=Header(stamp=Time(sec=sec), frame_id=frame), lifted=lifted,
-                  frame_id=f"{frame}_optical" if lifted else "", position=Point(x=position[0], y=position[1], z=position[2]),
-                  extent=Vector3(x=extent[0], y=extent[1], z=extent[2]))
+                  frame_id=f"{frame}_optical" if lifted else "", position=Point(**dict(zip("xyz", position))),
+                  extent=Vector3(**dict(zip("xyz", extent))))
 
 
 def test_boxes_become_2d_detections_per_source_frame_and_lines_are_left_out():

@@ -1,4 +1,5 @@
-"""Record camera frames (colour, depth, camera_info) into a rosbag2 (MCAP or sqlite3) with ``rosbags`` — no ROS install needed.
+"""Record camera frames (colour, depth, camera_info) into a rosbag2 (MCAP or sqlite3) with
+``rosbags`` — no ROS install needed.
 
 The messages are serialised to CDR by rosbags' own typestore, so anything that reads rosbag2
 (``ros2 bag``, Foxglove, our ``vilasr_bag_player``) can play the result.

@@ -31,10 +31,8 @@ from rclpy.qos import (
     QoSProfile,
     qos_profile_services_default,
 )
-from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
-from visualization_msgs.msg import ImageMarker, MarkerArray
 
 from ros_vilasr.core.engines import check_engine, create_engine, warm_up
 from ros_vilasr.core.models import run_profile
@@ -44,11 +42,10 @@ from ros_vilasr_interfaces.msg import SpatialAnswer
 
 from . import messages, params
 from .cameras import CameraInputs
-from .depth import markers_3d
-from .detections import DetectionPublishers
-from .frames import TargetFrame
 from .diagnostics import CameraHealth, diagnostic_array
+from .frames import TargetFrame
 from .keyframes import KeyFrameBuffer, KeyFrameSettings
+from .outputs import Outputs
 from .queries import (
     PROBLEM_TYPES,
     SELECT_LATEST,
@@ -101,15 +98,13 @@ class VilasrNode(LifecycleNode):
         self._engine_params: dict = {}
         self._worker: QueryWorker | None = None
         self._watch_service = WatchService(self, Watches())
-        self._detections = DetectionPublishers(self)  # ~/detections(_3d) where vision_msgs is importable
+        self._outputs = Outputs(self)
         self._target_frame: TargetFrame | None = None  # lifted drawings' frame (target_frame, via tf2)
         self._camera_inputs = CameraInputs(self, self._buffer, self._health, lambda: self._enabled,
                                            self._watch_service.key_frame)
         self._ask_subscription = None
         self._query_server = None
         self._retiring: list = []  # [action server, timer] of a cleanup, until its results are out
-        self._answer_publisher = self._annotated_publisher = self._markers_publisher = None
-        self._markers_3d_publisher = None
         self._diagnostics_publisher = self._diagnostics_timer = None
         self._staged_goals: dict[int, tuple] = {}  # id(goal message) -> (goal, job), until accepted
         self._goal_jobs: dict[bytes, Job] = {}  # goal uuid -> job, until its result is sent
@@ -173,11 +168,7 @@ class VilasrNode(LifecycleNode):
                 raise ValueError(why)
         engine_arguments(values)  # fails early on an engine that cannot be built from these
         self._profile = run_profile(values["model"])  # the model is read-only while configured
-        self._answer_publisher = self.create_lifecycle_publisher(SpatialAnswer, "~/answer", 10)
-        self._annotated_publisher = self.create_lifecycle_publisher(Image, "~/annotated", 10)
-        self._markers_publisher = self.create_lifecycle_publisher(ImageMarker, "~/markers", 100)
-        self._markers_3d_publisher = self.create_lifecycle_publisher(MarkerArray, "~/markers_3d", 10)
-        self._detections.create()
+        self._outputs.create()
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._enable_service = self.create_service(SetBool, "~/enable", self._on_enable,
                                                    callback_group=self._serving_group)
@@ -283,17 +274,13 @@ class VilasrNode(LifecycleNode):
             self.destroy_service(self._enable_service)
             self._enable_service = None
         self._watch_service.destroy()
-        self._detections.destroy()
+        self._outputs.destroy()
         if self._query_server is not None:
             self._retire_query_server(self._query_server)
             self._query_server = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
-        for attr in ("_answer_publisher", "_annotated_publisher", "_markers_publisher", "_markers_3d_publisher"):
-            if (pub := getattr(self, attr)) is not None:
-                self.destroy_lifecycle_publisher(pub)
-                setattr(self, attr, None)
         if self._diagnostics_publisher is not None:
             self.destroy_publisher(self._diagnostics_publisher)
             self._diagnostics_publisher = None
@@ -565,14 +552,7 @@ class VilasrNode(LifecycleNode):
         images, msg = messages.step_images(job, step), messages.step_msg(job, step, self._target_frame)
         if job.feedback is not None:
             job.feedback(SpatialQuery.Feedback(step=msg, images=images))
-        for image in images:
-            self._annotated_publisher.publish(image)
-        for n in step.new_images:
-            for marker in messages.markers(job, query, n):
-                self._markers_publisher.publish(marker)
-        if any(op.lifted for op in msg.ops):
-            self._markers_3d_publisher.publish(markers_3d(msg.ops, messages.box_colours(job, step), query, step.step))
-        self._detections.publish(msg.ops, query, step.step)
+        self._outputs.step(job, query, step, msg, images)
 
     @property
     def worker(self) -> QueryWorker | None:
@@ -585,9 +565,7 @@ class VilasrNode(LifecycleNode):
     def _publish_answer(self, job: Job) -> None:
         """Every finished query, from the action or ~/ask (worker thread)."""
         answer = job.answer = self.answer_message(job)
-        publisher = self._answer_publisher
-        if publisher is not None and publisher.is_activated:  # an inactive node's goals: result only
-            publisher.publish(answer)
+        self._outputs.answer(answer)
         if job.rejected:
             return  # counted and logged when it was refused
         self._served += 1
