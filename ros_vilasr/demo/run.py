@@ -149,7 +149,8 @@ def describe_step(step, camera_of: dict[int, str], replay: bool) -> list[str]:
 
 
 def lift_text(op) -> str:
-    """A drawing in the camera's 3-D frame (metres, optical frame: x right, y down, z forward)."""
+    """A drawing in 3-D, in the frame it was lifted to (a camera's optical frame: x right, y down,
+    z forward; metres)."""
     if not op.lifted:
         return f"3-D: not lifted ({op.lift_error or 'no depth'})"
     if op.kind == 0:
@@ -217,9 +218,6 @@ def main(argv: list[str] | None = None) -> int:
 
     player = ChildProcess("bag player", python_module_argv(
         "ros_vilasr.node.bag_player", str(DATA / BAG_NAME), "--loop"), env, args.out / "bag_player.log")
-    def ros_list(values) -> str:
-        return f"[{','.join(repr(v) for v in values)}]"
-
     node_args = ["--ros-args", "-p", f"image_topics:={ros_list(topics)}",
                  "-p", f"depth_topics:={ros_list(layout.DEPTH_TOPICS.values())}",
                  "-p", f"camera_info_topics:={ros_list(layout.INFO_TOPICS.values())}",
@@ -255,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
         node.stop()
         player.stop()
+
+
+def ros_list(values) -> str:
+    """A string list as a ``-p name:=[...]`` parameter value."""
+    return f"[{','.join(repr(v) for v in values)}]"
 
 
 def _fail(stop: threading.Event, what: str, *children: ChildProcess) -> int:

@@ -45,6 +45,12 @@ class TargetFrame:
         self._cache: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray] | None] = {}
         self._warned: set[str] = set()
 
+    def close(self) -> None:
+        """Stop listening to /tf (at deactivation)."""
+        if self._listener is not None:
+            self._listener.unregister()
+            self._listener = None
+
     def lookup(self, source: str, stamp) -> tuple[np.ndarray, np.ndarray] | None:
         """(rotation, translation) from ``source`` to the target frame at ``stamp``, or None."""
         if not self.target or self.buffer is None or source == self.target:

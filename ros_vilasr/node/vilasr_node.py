@@ -274,13 +274,13 @@ class VilasrNode(LifecycleNode):
             self.destroy_service(self._enable_service)
             self._enable_service = None
         self._watch_service.destroy()
-        self._outputs.destroy()
         if self._query_server is not None:
             self._retire_query_server(self._query_server)
             self._query_server = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
+        self._outputs.destroy()
         if self._diagnostics_publisher is not None:
             self.destroy_publisher(self._diagnostics_publisher)
             self._diagnostics_publisher = None
@@ -296,6 +296,9 @@ class VilasrNode(LifecycleNode):
             self._ask_subscription = None
         worker, self._worker = self._worker, None
         self._activations += 1  # a load still running belongs to no activation now
+        if self._target_frame is not None:
+            self._target_frame.close()
+            self._target_frame = None
         self._staged_goals.clear()
         release = functools.partial(self._release, worker)
         if worker is not None and not worker.stop(STOP_WAIT_S, reason="the node stopped serving (lifecycle "
