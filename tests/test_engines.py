@@ -203,3 +203,27 @@ def test_vllm_cancel_aborts_the_requests_inside_vllm_at_once(fake_vllm):
     replies = engine.generate([session().request(), session().request()], cancel=cancel)
     assert [r.error for r in replies] == ["cancelled", "cancelled"]
     assert len(engine.llm.aborted) == 2 and not engine.llm.active  # gone from vLLM, not left running
+
+
+def test_replay_follows_the_scene_among_traces_of_one_question():
+    """Traces of the same question recorded on different frames: the replay engine plays the one
+    whose recorded image looks like the request's (here a dark and a bright frame, resized)."""
+    from ros_vilasr.core.engines.replay import ReplayEngine, thumbnail
+    from ros_vilasr.core.session import Request
+
+    dark, bright = Image.new("RGB", (640, 480), (20, 20, 20)), Image.new("RGB", (640, 480), (230, 230, 230))
+    dark.paste((200, 0, 0), (0, 0, 320, 480))  # a left half, so the signature is not flat
+
+    def trace(image, answer):
+        return {"question": "Is it left?", "thumbnail": thumbnail(image),
+                "conversations": [{"role": "assistant", "content": f"<answer>{answer}</answer>"}]}
+
+    engine = ReplayEngine([trace(dark, "A"), trace(bright, "B")])
+
+    def reply(key, image):
+        request = Request(key, [], [image.resize((448, 336))], 16, question="Is it left?")
+        return engine.generate([request])[0].text
+
+    assert reply("1", bright) == "<answer>B</answer>" and reply("2", dark) == "<answer>A</answer>"
+    other = ReplayEngine([{"question": "Is it left?", "conversations": [{"role": "assistant", "content": "x"}]}])
+    assert other.generate([Request("3", [], [bright], 16, question="Is it left?")])[0].text == "x"

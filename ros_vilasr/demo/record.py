@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ros_vilasr.core.engines.replay import thumbnail
 from ros_vilasr.node.bag_writer import ImageBagWriter
 from ros_vilasr.synth import scene as sc
 
@@ -64,16 +65,12 @@ def write_bag(path: Path, frames: dict[str, list[sc.Rendering]], storage: str = 
 
 def build_transcripts(scene: sc.Scene, frames: dict[str, list]) -> list[dict]:
     ref = layout.REFERENCE_FRAME
-    watch = replace(layout.WATCH, answer=layout.watch_truth(ref))  # its answer on the key frame
-    questions = [*layout.demo_questions(scene), watch]
     floor_names = [o.name for o in scene.objects if sc.on_floor(o)]
     records = []
-    for q in questions:
+    for q in layout.demo_questions(scene):
         images = [frames[cam][ref].image for cam in q.cameras]
         boxes, grids = tr.grid_boxes(images, [frames[cam][ref].boxes for cam in q.cameras])
-        if q is watch:
-            turns = tr.watch_question_turns(q, boxes)
-        elif q.question.startswith("Is the chair"):
+        if q.question.startswith("Is the chair"):
             turns = tr.side_question_turns(q, boxes, grids)
         elif q.question.startswith("How many"):
             turns = tr.count_question_turns(q, boxes, floor_names, scene.names)
@@ -87,6 +84,24 @@ def build_transcripts(scene: sc.Scene, frames: dict[str, list]) -> list[dict]:
             "answer": q.answer, "cameras": list(q.cameras),
             "key_frame": {"index": ref, "stamp_ns": layout.stamp_ns(ref)},
             "model_grid": [list(g) for g in grids],
+            "conversations": session.conversations(),
+        })
+    return records + watch_transcripts(frames)
+
+
+def watch_transcripts(frames: dict[str, list[sc.Rendering]]) -> list[dict]:
+    """The standing question traced on every frame of its camera, each with the frame's thumbnail
+    (the replay engine picks the trace that looks like the frame asked about) and its own truth."""
+    records = []
+    for i in range(layout.N_FRAMES):
+        q = replace(layout.WATCH, answer=layout.watch_truth(i))
+        images = [frames[cam][i].image for cam in q.cameras]
+        boxes, grids = tr.grid_boxes(images, [frames[cam][i].boxes for cam in q.cameras])
+        session = tr.replay_session(q, images, tr.watch_question_turns(q, boxes))
+        records.append({
+            "question": q.question, "options": list(q.options), "problem_type": q.problem_type,
+            "answer": q.answer, "cameras": list(q.cameras), "key_frame": {"index": i, "stamp_ns": layout.stamp_ns(i)},
+            "thumbnail": thumbnail(images[0]), "model_grid": [list(g) for g in grids],
             "conversations": session.conversations(),
         })
     return records
