@@ -135,7 +135,11 @@ def test_bundled_recording_has_depth_camera_info_and_the_crossing_robot():
     assert np.all(mm[~seen] == 0) and np.abs(mm[seen] / 1000 - truth[seen]).max() <= 0.0005
     info = msgs[layout.INFO_TOPICS["cam_right"]]
     assert list(info.k) == [camera.focal, 0, camera.width / 2, 0, camera.focal, camera.height / 2, 0, 0, 1]
+    scene = json.loads((REPO / "ros_vilasr" / "demo" / "data" / "scene.json").read_text())
+    pose = scene["camera_poses"]["cam_right"][frame]
+    assert (pose["position"], pose["yaw"], pose["pitch"]) == (list(camera.position), camera.yaw, camera.pitch)
     truths = [layout.watch_truth(i) for i in range(layout.N_FRAMES)]
+    assert scene["watch"]["answer_per_frame"] == truths
     assert truths[0] == "A" and truths[-1] == "B" and sum(a != b for a, b in zip(truths, truths[1:])) == 1
 
 

@@ -123,6 +123,11 @@ def scene_record(scene: sc.Scene) -> dict:
         "start_stamp_ns": layout.START_STAMP_NS,
         "key_frame": ref,
         "cameras_at_key_frame": {cam: asdict(layout.camera(cam, ref)) for cam in layout.TOPICS},
+        # every frame's exact camera pose (world position, yaw / pitch) and the robot's position
+        "camera_poses": {cam: [{k: v for k, v in asdict(layout.camera(cam, i)).items()
+                                if k in ("position", "yaw", "pitch")} for i in range(layout.N_FRAMES)]
+                         for cam in layout.TOPICS},
+        "robot_positions": [list(layout.demo_scene(i).object("robot").position) for i in range(layout.N_FRAMES)],
         "questions": [asdict(q) for q in layout.demo_questions(scene)],
     }
 
