@@ -29,7 +29,7 @@ def small_recipe(path):
     }
     recipe["model"].update(vocab_size=700, text={"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2,
                                                  "num_attention_heads": 3, "num_key_value_heads": 1,
-                                                 "mrope_section": [4, 6, 6]},
+                                                 "mrope_section": [4, 6, 6], "rope_theta": 1000.0},
                            vision={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 1,
                                    "fullatt_block_indexes": [0]})
     recipe["stages"]["stage1"]["set"] = {"max_steps": 160, "learning_rate": 3.0e-3, "warmup_steps": 10,
@@ -65,6 +65,8 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
     assert profile == {"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0}
     for step in ("init", "stage1"):
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (out / step).iterdir()}
+    text = json.loads((out / "init" / "config.json").read_text())["text_config"]
+    assert text["rope_parameters"]["rope_theta"] == 1000.0  # the recipe's, not Qwen's 1e6
 
 
 def test_a_finished_step_is_not_run_again(stage1_run):

@@ -165,7 +165,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, text: dict | None = Non
     """Write a random small Qwen2.5-VL checkpoint (model, tokenizer, processor) to `out_dir`.
 
     Defaults: the ~0.2 M-parameter test model. ``text`` / ``vision`` override ``TEXT_CONFIG`` /
-    ``VISION_CONFIG`` keys (``mrope_section`` must sum to half the text head size), ``corpus`` and
+    ``VISION_CONFIG`` keys (``mrope_section`` must sum to half the text head size; ``rope_theta``,
+    default 1e6, is the text model's), ``corpus`` and
     ``vocab_size`` the tokenizer's training text and BPE size, ``max_pixels`` the processor's cap."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -176,6 +177,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, text: dict | None = Non
     out_dir = Path(out_dir)
     text, vision = TEXT_CONFIG | (text or {}), VISION_CONFIG | (vision or {})
     mrope_section = text.pop("mrope_section")
+    rope_theta = text.pop("rope_theta", 1e6)  # Qwen2.5-VL's; smaller spreads image positions wider
     tokenizer = build_tokenizer(corpus, vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_ADDED_TOKENS}
     eot, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
@@ -187,7 +189,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, text: dict | None = Non
             vocab_size=rows,
             **text,
             max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+            rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section},
             bos_token_id=eot,
             eos_token_id=im_end,
             pad_token_id=eot,
