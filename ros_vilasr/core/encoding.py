@@ -20,6 +20,8 @@ class DialogueEncoding:
         self.processor = processor
         tok = processor.tokenizer
         self._tok = tok
+        # the Rust tokenizer behind a fast one: the same ids without transformers' Python layer
+        self._backend = getattr(tok, "backend_tokenizer", None)
         self._gen_prompt = tok.encode(chat.GENERATION_PROMPT, add_special_tokens=False)
         self._end = tok.convert_tokens_to_ids(chat.END)
         self._newline = tok.encode("\n", add_special_tokens=False)
@@ -60,7 +62,7 @@ class DialogueEncoding:
             for patches, grid in map(self._patcher.patchify, pictures):
                 self.pixel_values.append(patches)
                 self.image_grid_thw.append(grid)
-            ids = self._expand_images(self._tok.encode(text, add_special_tokens=False), pictures)
+            ids = self._expand_images(self._encode(text), pictures)
         elif pictures:  # an image the processor resizes (training data read from files)
             out = self.processor(text=[text], images=pictures, return_tensors="pt")
             grids = out["image_grid_thw"]
@@ -68,7 +70,7 @@ class DialogueEncoding:
             self.image_grid_thw += grids.split(1)
             ids = out["input_ids"][0].tolist()
         else:
-            ids = self._tok.encode(text, add_special_tokens=False)
+            ids = self._encode(text)
         self._append(ids, 0)
         self.n_messages += 1
 
@@ -80,6 +82,11 @@ class DialogueEncoding:
         for t in ids:
             out.extend([t] * next(counts) if t == self.image_token_id else [t])
         return out
+
+    def _encode(self, text: str) -> list[int]:
+        if self._backend is not None:
+            return self._backend.encode(text, add_special_tokens=False).ids
+        return self._tok.encode(text, add_special_tokens=False)
 
     def add_assistant(self, text: str | None = None, ids: list[int] | None = None) -> None:
         """Append an assistant turn: generated ``ids`` as they came, or ``text`` tokenised."""
@@ -93,9 +100,13 @@ class DialogueEncoding:
         else:
             full = chat.GENERATION_PROMPT + text + chat.END + "\n"
             start, stop = len(chat.GENERATION_PROMPT), len(full) - 1
-            enc = self._tok(full, add_special_tokens=False, return_offsets_mapping=True)
-            mask = [int(a >= start and b <= stop) for a, b in enc["offset_mapping"]]
-            self._append(enc["input_ids"], mask)
+            if self._backend is not None:
+                enc = self._backend.encode(full, add_special_tokens=False)
+                ids, offsets = enc.ids, enc.offsets
+            else:
+                enc = self._tok(full, add_special_tokens=False, return_offsets_mapping=True)
+                ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            self._append(ids, [int(a >= start and b <= stop) for a, b in offsets])
         self.n_messages += 1
         self.n_assistant += 1
 
