@@ -7,9 +7,10 @@ new labels append) drawn on top, boxes first, then lines.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from PIL import Image, ImageColor, ImageDraw
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from .protocol import Box, Line, Op
 
@@ -42,10 +43,17 @@ class Drawing:
         return Drawing(tuple(boxes), tuple(lines))
 
 
+@functools.cache
+def _default_font():
+    """Pillow's default font, loaded once (each new ImageDraw would decode it again)."""
+    return ImageFont.load_default()
+
+
 def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
     """A copy of ``base`` with ``drawing`` rendered on it."""
     out = base.copy()
     pen = ImageDraw.Draw(out)
+    pen.font = _default_font()
     for i, box in enumerate(drawing.boxes):
         color = PALETTE[i % len(PALETTE)]
         x1, y1, x2, y2 = (int(v) for v in box.bbox)
