@@ -114,6 +114,6 @@ def watch_truth(frame: int) -> str:
     return _letter(WATCH.options, side)
 
 
-def frame_at(stamp_ns_: int) -> int:
-    """The recording frame of a header stamp (the bag player keeps recorded stamps)."""
-    return round((stamp_ns_ - START_STAMP_NS) * FRAME_RATE_HZ / 1e9) % N_FRAMES
+def frame_at(stamp: int) -> int:
+    """The recording frame of a header stamp in ns (the bag player keeps recorded stamps)."""
+    return round((stamp - START_STAMP_NS) * FRAME_RATE_HZ / 1e9) % N_FRAMES

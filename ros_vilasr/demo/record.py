@@ -3,8 +3,9 @@
 Renders the demo scene (``layout``) through both rig cameras for 3 s at 10 Hz — colour, aligned
 16UC1 depth and camera_info per camera, the robot crossing the floor — writes it as a
 zstd-compressed MCAP rosbag2 (``demo_bag/``), the layout and questions with ground truth
-(``scene.json``), and a recorded reasoning trace per question drawn on the key frame
-(``replay_transcript.jsonl``). Deterministic: running it again reproduces the same files.
+(``scene.json``), and a recorded reasoning trace per question drawn on the key frame, and of
+the standing question on every frame (``replay_transcript.jsonl``). Deterministic: running it
+again reproduces the same files.
 """
 
 from __future__ import annotations
