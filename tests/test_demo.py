@@ -85,11 +85,14 @@ def test_main_job_replays_the_recorded_trace_when_asked(tmp_path):
     asked = [r for r in records if r["question"] != layout.WATCH.question]  # watch traces print no steps
     steps = sum(m["role"] == "assistant" for r in asked for m in r["conversations"])
     assert sum(line.lstrip().startswith("[replay] step ") for line in lines) == steps
-    # every drawing is lifted with the recording's depth: boxes to a point, lines to a length
+    # every drawing is lifted with the recording's depth (boxes to a point, lines to a length), or
+    # says why not: a best-effort depth frame lost under load leaves its colour frame unpaired
     drawings = sum(line.lstrip().startswith(("box ", "line ")) for line in lines)
     lifted = [line.strip() for line in lines if line.lstrip().startswith("3-D: ")]
-    assert drawings > 0 and len(lifted) == drawings and not any("not lifted" in x for x in lifted)
-    assert any(x.endswith("m long in cam_right") for x in lifted)
+    assert drawings > 0 and len(lifted) == drawings
+    assert all(x.startswith(("3-D: at", "3-D: not lifted (no depth image paired")) or x.endswith(" m long in cam_left")
+               or x.endswith(" m long in cam_right") for x in lifted)
+    assert any(x.startswith("3-D: at") for x in lifted) and any(" m long in cam_" in x for x in lifted)
     # the standing question follows the robot: an event exactly when the answer changes (the trace
     # recorded on the frame asked about), each one right for its frame, then unregistered
     watch = json.loads((out / "answers.json").read_text())["watch"]

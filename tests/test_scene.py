@@ -159,29 +159,28 @@ def bundled():
 def test_bundled_bag_is_small_and_holds_the_rendered_frames(bundled):
     frames, scene_json, _ = bundled
     size = sum(p.stat().st_size for p in (DATA / BAG_NAME).iterdir())
-    assert size < 3 * 2**20
-    scene = layout.demo_scene()
-    assert sc.Scene.from_dict(scene_json["scene"]) == scene
-    assert set(frames) == set(layout.TOPICS.values())
+    assert size < 5 * 2**20  # colour, 16UC1 depth (~30 kB a frame compressed) and camera_info
+    assert sc.Scene.from_dict(scene_json["scene"]) == layout.demo_scene()
+    assert set(frames) == {*layout.TOPICS.values(), *layout.DEPTH_TOPICS.values(), *layout.INFO_TOPICS.values()}
     for frame_id, topic in layout.TOPICS.items():
         msgs = frames[topic]
         assert len(msgs) == layout.N_FRAMES
         assert [t for t, _ in msgs] == [layout.stamp_ns(i) for i in range(layout.N_FRAMES)]
-        for i in (0, layout.REFERENCE_FRAME):
+        for i in (0, layout.REFERENCE_FRAME, layout.N_FRAMES - 1):  # the robot before, during, after
             _, msg = msgs[i]
             assert msg.header.frame_id == frame_id and msg.encoding == "rgb8"
             assert (msg.width, msg.height) == (layout.WIDTH, layout.HEIGHT)
-            expected, _ = sc.render(scene, layout.camera(frame_id, i))
+            expected, _ = sc.render(layout.demo_scene(i), layout.camera(frame_id, i))
             assert bytes(msg.data) == expected.tobytes()
 
 
 def test_transcript_drawings_are_the_ground_truth(bundled):
-    """Every object's final box in each trace is its true visible box on the key frame (mapped to
-    the model grid), and stays close to it on every frame the looping recording can show."""
+    """Every object's final box in each trace is its true visible box on the trace's key frame
+    (mapped to the model grid), and a still object's stays close to it on every frame the looping
+    recording can show."""
     _, scene_json, records = bundled
-    scene = layout.demo_scene()
     grid = resized_size(layout.WIDTH, layout.HEIGHT, MAX_PIXELS_EVAL)
-    truth = {cam: [sc.render(scene, layout.camera(cam, i))[1] for i in range(layout.N_FRAMES)]
+    truth = {cam: [sc.render(layout.demo_scene(i), layout.camera(cam, i))[1] for i in range(layout.N_FRAMES)]
              for cam in layout.TOPICS}
     checked = 0
     for record in records:
@@ -195,20 +194,31 @@ def test_transcript_drawings_are_the_ground_truth(bundled):
                     final[(op.label, op.index)] = op.bbox
         for (label, index), box in final.items():
             cam = cameras[index - 1]
-            key = tr.model_box(truth[cam][layout.REFERENCE_FRAME][label], (layout.WIDTH, layout.HEIGHT), grid)
+            frame = record["key_frame"]["index"]
+            key = tr.model_box(truth[cam][frame][label], (layout.WIDTH, layout.HEIGHT), grid)
             assert list(box) == key, (record["question"], label)
+            checked += 1
+            if label == "robot":
+                continue  # it moves: the watch is traced on every frame instead
             source = [box[0] * layout.WIDTH / grid[0], box[1] * layout.HEIGHT / grid[1],
                       box[2] * layout.WIDTH / grid[0], box[3] * layout.HEIGHT / grid[1]]
             worst = min(iou(source, frame[label]) for frame in truth[cam])
             assert worst >= 0.6, (label, cam, worst)
-            checked += 1
     assert checked >= 10
 
 
 def test_transcripts_answer_correctly_with_a_reflection_and_a_path(bundled):
     _, scene_json, records = bundled
     questions = {q["question"]: q for q in scene_json["questions"]}
+    watch = [r for r in records if r["question"] == layout.WATCH.question]
+    records = [r for r in records if r["question"] != layout.WATCH.question]
     assert [r["question"] for r in records] == [q.question for q in layout.demo_questions()]
+    # the standing question: one trace per frame, each answering what that frame shows
+    assert [r["key_frame"]["index"] for r in watch] == list(range(layout.N_FRAMES))
+    for r in watch:
+        turns = [m["content"] for m in r["conversations"] if m["role"] == "assistant"]
+        assert protocol.format_ok(turns) and len(r["thumbnail"]) == 16 * 12
+        assert protocol.extract_answer(turns[-1]) == r["answer"] == layout.watch_truth(r["key_frame"]["index"])
     reflective = path_tracer = 0
     for record in records:
         q = questions[record["question"]]
