@@ -17,7 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ros_vilasr.core.models import EMBEDDED_DIR
@@ -112,38 +111,6 @@ def test_main_job_replays_the_recorded_trace_when_asked(tmp_path):
     images = sorted(out.glob("q*_image*.png"))
     assert len(images) == sum(len(r["images"]) for r in answers["results"]) >= 6
     assert_no_orphans(mark)
-
-
-def test_bundled_recording_has_depth_camera_info_and_the_crossing_robot():
-    """Every colour frame has its aligned depth (the renderer's, to the millimetre) and
-    camera_info (the renderer's intrinsics), and the robot crosses the table once per loop."""
-    from rosbags.highlevel import AnyReader
-
-    from ros_vilasr.synth import scene as sc
-
-    with AnyReader([REPO / "ros_vilasr" / "demo" / "data" / "demo_bag"]) as reader:
-        counts = {c.topic: c.msgcount for c in reader.connections}
-        topics = [*layout.TOPICS.values(), *layout.DEPTH_TOPICS.values(), *layout.INFO_TOPICS.values()]
-        assert counts == {t: layout.N_FRAMES for t in topics}
-        frame = 17
-        wanted = {layout.DEPTH_TOPICS["cam_right"], layout.INFO_TOPICS["cam_right"]}
-        msgs = {c.topic: reader.deserialize(raw, c.msgtype) for c, t, raw in reader.messages()
-                if c.topic in wanted and t == layout.stamp_ns(frame)}
-    camera = layout.camera("cam_right", frame)
-    truth = sc.render_layers(layout.demo_scene(frame), camera).depth
-    depth = msgs[layout.DEPTH_TOPICS["cam_right"]]
-    assert (depth.encoding, depth.header.frame_id) == ("16UC1", "cam_right")
-    mm = np.frombuffer(depth.data.tobytes(), "<u2").reshape(depth.height, depth.width)
-    seen = np.isfinite(truth)
-    assert np.all(mm[~seen] == 0) and np.abs(mm[seen] / 1000 - truth[seen]).max() <= 0.0005
-    info = msgs[layout.INFO_TOPICS["cam_right"]]
-    assert list(info.k) == [camera.focal, 0, camera.width / 2, 0, camera.focal, camera.height / 2, 0, 0, 1]
-    scene = json.loads((REPO / "ros_vilasr" / "demo" / "data" / "scene.json").read_text())
-    pose = scene["camera_poses"]["cam_right"][frame]
-    assert (pose["position"], pose["yaw"], pose["pitch"]) == (list(camera.position), camera.yaw, camera.pitch)
-    truths = [layout.watch_truth(i) for i in range(layout.N_FRAMES)]
-    assert scene["watch"]["answer_per_frame"] == truths
-    assert truths[0] == "A" and truths[-1] == "B" and sum(a != b for a, b in zip(truths, truths[1:])) == 1
 
 
 @needs_node

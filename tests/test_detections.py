@@ -68,11 +68,8 @@ class Detection2D:
 
 
 @dataclass
-class Detection3D:
-    header: Header = field(default_factory=Header)
-    results: list = field(default_factory=list)
+class Detection3D(Detection2D):
     bbox: BoundingBox3D = field(default_factory=BoundingBox3D)
-    id: str = ""
 
 
 @dataclass
@@ -81,10 +78,8 @@ class Detection2DArray:
     detections: list = field(default_factory=list)
 
 
-@dataclass
-class Detection3DArray:
-    header: Header = field(default_factory=Header)
-    detections: list = field(default_factory=list)
+class Detection3DArray(Detection2DArray):
+    pass
 
 
 VISION_MSGS = SimpleNamespace(**{c.__name__: c for c in (

@@ -174,6 +174,30 @@ def test_bundled_bag_is_small_and_holds_the_rendered_frames(bundled):
             assert bytes(msg.data) == expected.tobytes()
 
 
+def test_bundled_depth_camera_info_and_poses_are_the_renderers(bundled):
+    """Every colour frame has its aligned depth (the renderer's, to the millimetre) and camera_info
+    (the renderer's intrinsics); scene.json holds the exact poses, and the robot crosses the table
+    once per loop."""
+    frames, scene_json, _ = bundled
+    for topic in (*layout.DEPTH_TOPICS.values(), *layout.INFO_TOPICS.values()):
+        assert [t for t, _ in frames[topic]] == [layout.stamp_ns(i) for i in range(layout.N_FRAMES)]
+    frame = 17
+    camera = layout.camera("cam_right", frame)
+    truth = sc.render_layers(layout.demo_scene(frame), camera).depth
+    _, depth = frames[layout.DEPTH_TOPICS["cam_right"]][frame]
+    assert (depth.encoding, depth.header.frame_id) == ("16UC1", "cam_right")
+    mm = np.frombuffer(depth.data.tobytes(), "<u2").reshape(depth.height, depth.width)
+    seen = np.isfinite(truth)
+    assert np.all(mm[~seen] == 0) and np.abs(mm[seen] / 1000 - truth[seen]).max() <= 0.0005
+    _, info = frames[layout.INFO_TOPICS["cam_right"]][frame]
+    assert list(info.k) == [camera.focal, 0, camera.width / 2, 0, camera.focal, camera.height / 2, 0, 0, 1]
+    pose = scene_json["camera_poses"]["cam_right"][frame]
+    assert (pose["position"], pose["yaw"], pose["pitch"]) == (list(camera.position), camera.yaw, camera.pitch)
+    truths = [layout.watch_truth(i) for i in range(layout.N_FRAMES)]
+    assert scene_json["watch"]["answer_per_frame"] == truths
+    assert truths[0] == "A" and truths[-1] == "B" and sum(a != b for a, b in zip(truths, truths[1:])) == 1
+
+
 def test_transcript_drawings_are_the_ground_truth(bundled):
     """Every object's final box in each trace is its true visible box on the trace's key frame
     (mapped to the model grid), and a still object's stays close to it on every frame the looping

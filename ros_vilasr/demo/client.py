@@ -147,11 +147,11 @@ class QueryClient:
         future = client.call_async(request)
         return future.result() if self._wait(future.done, timeout_s, None) else None
 
-    def watch(self, question: str, options, cameras, min_interval_s: float) -> tuple[int, str]:
+    def watch(self, question: str, options, problem_type: str, cameras, min_interval_s: float) -> tuple[int, str]:
         """Register a standing question: (its id, "") or (0, why not)."""
         response = self._call(self._watch, Watch.Request(question=question, options=list(options),
-                                                         problem_type="multiple choice" if options else "",
-                                                         cameras=list(cameras), min_interval_s=min_interval_s))
+                                                         problem_type=problem_type, cameras=list(cameras),
+                                                         min_interval_s=min_interval_s))
         if response is None:
             return 0, "the node's ~/watch service did not answer"
         return (response.id, "") if response.success else (0, response.message)

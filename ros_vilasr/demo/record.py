@@ -64,29 +64,18 @@ def write_bag(path: Path, frames: dict[str, list[sc.Rendering]], storage: str = 
                 bag.write_camera_info(layout.INFO_TOPICS[cam], c.width, c.height, c.focal, stamp, cam)
 
 
-def build_transcripts(scene: sc.Scene, frames: dict[str, list]) -> list[dict]:
-    ref = layout.REFERENCE_FRAME
+def build_transcripts(scene: sc.Scene, frames: dict[str, list[sc.Rendering]]) -> list[dict]:
     floor_names = [o.name for o in scene.objects if sc.on_floor(o)]
-    records = []
-    for q in layout.demo_questions(scene):
-        images = [frames[cam][ref].image for cam in q.cameras]
-        boxes, grids = tr.grid_boxes(images, [frames[cam][ref].boxes for cam in q.cameras])
+
+    def turns(q, boxes, grids) -> list[str]:
         if q.question.startswith("Is the chair"):
-            turns = tr.side_question_turns(q, boxes, grids)
-        elif q.question.startswith("How many"):
-            turns = tr.count_question_turns(q, boxes, floor_names, scene.names)
-        else:
-            candidates = [o.split(". ", 1)[1] for o in q.options]
-            nearest = candidates[ord(q.answer) - ord("A")]
-            turns = tr.nearest_question_turns(q, boxes, candidates, nearest)
-        session = tr.replay_session(q, images, turns)
-        records.append({
-            "question": q.question, "options": list(q.options), "problem_type": q.problem_type,
-            "answer": q.answer, "cameras": list(q.cameras),
-            "key_frame": {"index": ref, "stamp_ns": layout.stamp_ns(ref)},
-            "model_grid": [list(g) for g in grids],
-            "conversations": session.conversations(),
-        })
+            return tr.side_question_turns(q, boxes, grids)
+        if q.question.startswith("How many"):
+            return tr.count_question_turns(q, boxes, floor_names, scene.names)
+        candidates = [o.split(". ", 1)[1] for o in q.options]
+        return tr.nearest_question_turns(q, boxes, candidates, candidates[ord(q.answer) - ord("A")])
+
+    records = [traced(q, frames, layout.REFERENCE_FRAME, turns) for q in layout.demo_questions(scene)]
     return records + watch_transcripts(frames)
 
 
@@ -96,16 +85,21 @@ def watch_transcripts(frames: dict[str, list[sc.Rendering]]) -> list[dict]:
     records = []
     for i in range(layout.N_FRAMES):
         q = replace(layout.WATCH, answer=layout.watch_truth(i))
-        images = [frames[cam][i].image for cam in q.cameras]
-        boxes, grids = tr.grid_boxes(images, [frames[cam][i].boxes for cam in q.cameras])
-        session = tr.replay_session(q, images, tr.watch_question_turns(q, boxes))
-        records.append({
-            "question": q.question, "options": list(q.options), "problem_type": q.problem_type,
-            "answer": q.answer, "cameras": list(q.cameras), "key_frame": {"index": i, "stamp_ns": layout.stamp_ns(i)},
-            "thumbnail": thumbnail(images[0]), "model_grid": [list(g) for g in grids],
-            "conversations": session.conversations(),
-        })
+        record = traced(q, frames, i, lambda q, boxes, grids: tr.watch_question_turns(q, boxes))
+        records.append(record | {"thumbnail": thumbnail(frames[q.cameras[0]][i].image)})
     return records
+
+
+def traced(q: layout.DemoQuestion, frames: dict[str, list[sc.Rendering]], frame: int, turns) -> dict:
+    """The recorded trace of ``q`` on recording frame ``frame``, scripted by ``turns(q, boxes, grids)``
+    from the objects' true boxes in the model grid, and checked by a real session."""
+    images = [frames[cam][frame].image for cam in q.cameras]
+    boxes, grids = tr.grid_boxes(images, [frames[cam][frame].boxes for cam in q.cameras])
+    session = tr.replay_session(q, images, turns(q, boxes, grids))
+    return {"question": q.question, "options": list(q.options), "problem_type": q.problem_type,
+            "answer": q.answer, "cameras": list(q.cameras),
+            "key_frame": {"index": frame, "stamp_ns": layout.stamp_ns(frame)},
+            "model_grid": [list(g) for g in grids], "conversations": session.conversations()}
 
 
 def scene_record(scene: sc.Scene) -> dict:

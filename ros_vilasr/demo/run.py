@@ -323,7 +323,7 @@ def _follow_watch(client, w: dict, choice: EngineChoice, args, stop) -> dict:
     say(f"Standing question (~/watch), followed for {args.watch_s:g} s: {w['question']}")
     say(f"    options: {' | '.join(w['options'])}; the robot crosses the table at frames "
         f"{layout.ROBOT_MOVES[0]}–{layout.ROBOT_MOVES[1]} of every {layout.N_FRAMES}-frame loop")
-    watch_id, why = client.watch(w["question"], w["options"], cameras, min_interval_s=0.5)
+    watch_id, why = client.watch(w["question"], w["options"], w["problem_type"], cameras, min_interval_s=0.5)
     if not watch_id:
         say(f"  watch refused: {why}")
         return {"registered": False, "error": why, "events": []}
