@@ -91,3 +91,37 @@ def test_a_resized_image_still_goes_through_the_processor(processor):
     ref = processor(text=[chat.render_message(message)], images=[image], return_tensors="pt")
     assert encoding.input_ids == ref["input_ids"][0].tolist()
     assert torch.equal(encoding.vision_inputs()["pixel_values"], ref["pixel_values"])
+
+
+def test_a_drawing_redoes_only_the_patches_it_touches_and_they_equal_a_full_patchify(processor, monkeypatch):
+    """A drawn image's patches are its base's with the drawing's merge groups redone: exactly
+    (uint8) what patchifying the whole drawn image gives, for boxes and lines anywhere."""
+    from ros_vilasr.core.protocol import Box, Line
+    from ros_vilasr.core.render import Drawing, draw, footprint
+
+    patcher = Patcher(processor.image_processor)
+    rng = np.random.default_rng(0)
+    for (w, h) in [(784, 448), (252, 364), (56, 56)]:
+        base = noise(w, h, seed=w)
+        base_patches, grid = patcher.patchify(base)
+        for trial in range(10):
+            ops = [Box(1, f"b{k}", tuple(int(v) for v in rng.integers(-30, max(w, h) + 30, 4))) for k in range(2)]
+            ends = [(int(rng.integers(w)), int(rng.integers(h))) for _ in range(2)]
+            ops.append(Line(1, "l", *ends))
+            drawing = Drawing(tuple(ops[:trial % 3]), tuple(ops[2:]) if trial % 2 else ())
+            patches, new_grid = patcher.repatchify(draw(base, drawing), base_patches, footprint(drawing))
+            full, _ = patcher.patchify(draw(base, drawing))
+            assert torch.equal(patches, full) and torch.equal(new_grid, grid), (w, h, trial)
+
+    # in a dialogue: the encoding finds the drawn image's base among its images and redoes a small crop
+    base = noise(784, 448, seed=1)
+    drawn = draw(base, Drawing((Box(1, "cup", (40, 40, 100, 90)),)))
+    message = {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": "?"}]}
+    encoding = DialogueEncoding(processor)
+    encoding.extend([message], [base])
+    areas = []
+    original = Patcher.patchify
+    monkeypatch.setattr(Patcher, "patchify", lambda self, im: areas.append(im.width * im.height) or original(self, im))
+    encoding.extend([message, {"role": "user", "content": [{"type": "image", "index": 1}]}], [base, drawn])
+    assert areas and sum(areas) <= 4 * 56 * 56  # the box's corner of the image, not its 784x448
+    assert torch.equal(encoding.pixel_values[1], patcher.patchify(drawn)[0])

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageDraw
 
 from ros_vilasr.core.protocol import Box, Line
-from ros_vilasr.core.render import PALETTE, Drawing, draw, targets_in_order
+from ros_vilasr.core.render import PALETTE, Drawing, draw, drawn_over, footprint, targets_in_order
 
 WHITE = (255, 255, 255)
 
@@ -116,3 +116,25 @@ def test_label_heavy_drawing_is_pixel_identical_to_the_reference():
                               lines=tuple(Line(1, f"l{i}", s, e) for i, (s, e) in enumerate(lines))))
     reference = reference_draw(base, boxes, lines)
     assert np.array_equal(np.asarray(ours), np.asarray(reference))
+
+
+def test_footprint_holds_every_pixel_a_drawing_changes():
+    """``drawn_over`` tells the encoder where a drawn image may differ from its base (it redoes only
+    those patches): boxes, labels and lines anywhere — at the edges, past them, diagonal, tiny."""
+    rng = np.random.default_rng(3)
+    base = Image.fromarray(rng.integers(0, 256, (224, 336, 3), dtype=np.uint8))
+    for trial in range(40):
+        boxes = tuple(Box(1, f"obj {trial}-{k} ÿ", tuple(int(v) for v in rng.integers(-40, 380, 4)))
+                      for k in range(int(rng.integers(0, 4))))
+        lines = tuple(Line(1, "", tuple(int(v) for v in rng.integers(-40, 380, 2)),
+                           tuple(int(v) for v in rng.integers(-40, 380, 2))) for _ in range(int(rng.integers(0, 3))))
+        drawing = Drawing(boxes, lines)
+        out = draw(base, drawing)
+        got, rects = drawn_over(out)
+        assert got is base and rects == footprint(drawing)
+        changed = np.asarray(out) != np.asarray(base)
+        covered = np.zeros(changed.shape[:2], dtype=bool)
+        for x0, y0, x1, y1 in rects:
+            covered[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+        assert not (changed.any(-1) & ~covered).any(), f"trial {trial}: a changed pixel outside the footprint"
+    assert drawn_over(base) is None and drawn_over(out.copy()) is None  # only draw()'s own result

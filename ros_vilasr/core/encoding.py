@@ -13,6 +13,7 @@ import torch
 
 from . import chat
 from .patches import Patcher
+from .render import drawn_over
 
 
 class DialogueEncoding:
@@ -33,6 +34,7 @@ class DialogueEncoding:
         # per image: uint8 patches (fast path) or float pixel values (processor path)
         self.pixel_values: list[torch.Tensor] = []
         self.image_grid_thw: list[torch.Tensor] = []
+        self._images: list = []  # the images themselves: a drawn one's base is found among them
         self._pixels: torch.Tensor | None = None  # vision_inputs(reuse=True)'s buffer
         self.n_messages = 0
         self.n_assistant = 0
@@ -59,7 +61,7 @@ class DialogueEncoding:
         text = chat.render_message(message)
         pictures = [images[i] for i in chat.image_indices([message])]
         if pictures and self._patcher and all(map(self._patcher.fits, pictures)):
-            for patches, grid in map(self._patcher.patchify, pictures):
+            for patches, grid in map(self._patchify, pictures):
                 self.pixel_values.append(patches)
                 self.image_grid_thw.append(grid)
             ids = self._expand_images(self._encode(text), pictures)
@@ -71,8 +73,18 @@ class DialogueEncoding:
             ids = out["input_ids"][0].tolist()
         else:
             ids = self._encode(text)
+        self._images += pictures
         self._append(ids, 0)
         self.n_messages += 1
+
+    def _patchify(self, image):
+        """A drawing on an image of this dialogue redoes only the patches its strokes touch."""
+        if drawn := drawn_over(image):
+            base, rects = drawn
+            k = next((i for i, known in enumerate(self._images) if known is base), None)
+            if k is not None and self.pixel_values[k].dtype == torch.uint8 and base.size == image.size:
+                return self._patcher.repatchify(image, self.pixel_values[k], rects)
+        return self._patcher.patchify(image)
 
     def _expand_images(self, ids: list[int], pictures: list) -> list[int]:
         """Each image's one placeholder token repeated once per visual token, as the processor does

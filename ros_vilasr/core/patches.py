@@ -7,6 +7,7 @@ image becomes its patches once, as bytes (one strided copy, 1 MB), and floats on
 fed them: one affine per channel, on the model's device, and a copy that repeats each patch over
 time (the temporal patch of a still image is the image twice). Equal to the processor's output
 within float rounding (tests/test_patches.py). Images the processor would resize go to it instead.
+A drawn image is patchified from its base's patches, redoing only where the drawing touched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+
+GAP = 6  # merge groups: a narrower clean gap between two dirty runs is redone rather than cropped around
+
+
+def _runs(row: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) runs of True in ``row``, gaps narrower than ``GAP`` bridged."""
+    runs: list[list[int]] = []
+    for x in np.flatnonzero(row).tolist():
+        if runs and x - runs[-1][1] < GAP:
+            runs[-1][1] = x + 1
+        else:
+            runs.append([x, x + 1])
+    return [tuple(r) for r in runs]
 
 
 class Patcher:
@@ -52,6 +66,29 @@ class Patcher:
         # rows in merge-group order (gh/m, gw/m, m, m), each row (channel, patch row, patch col)
         x = x.view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)
         return x.reshape(gh * gw, 3, p * p), torch.tensor([[1, gh, gw]])
+
+    def repatchify(self, image: Image.Image, base: torch.Tensor, rects) -> tuple[torch.Tensor, torch.Tensor]:
+        """``patchify(image)`` for an image that equals the one ``base`` (its patches) came from
+        outside ``rects`` (a drawing's footprint): only the merge groups the rects touch are redone.
+        A row of groups is cut into runs of dirty groups (bridging gaps narrower than ``GAP``), and
+        neighbouring rows with the same runs share one crop per run: a box costs a few crops."""
+        f, m = self.patch * self.merge, self.merge
+        gw, gh = image.width // f, image.height // f
+        dirty = np.zeros((gh, gw), dtype=bool)
+        for x0, y0, x1, y1 in rects:
+            dirty[max(0, y0 // f):max(0, -(-y1 // f)), max(0, x0 // f):max(0, -(-x1 // f))] = True
+        rows = [_runs(row) for row in dirty]
+        out = base.clone()
+        groups = out.view(gh, gw, m * m, 3, self.patch**2)
+        gy = 0
+        while gy < gh:
+            top, runs = gy, rows[gy]
+            while gy < gh and rows[gy] == runs:
+                gy += 1
+            for x0, x1 in runs:
+                patches, _ = self.patchify(image.crop((x0 * f, top * f, x1 * f, gy * f)))
+                groups[top:gy, x0:x1] = patches.view(gy - top, x1 - x0, m * m, 3, self.patch**2)
+        return out, torch.tensor([[1, gh * m, gw * m]])
 
     def pixel_values(self, patches: torch.Tensor, device=None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Float pixel values [patches, 3·temporal·patch²] of uint8 ``patches``, normalised on

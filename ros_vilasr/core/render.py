@@ -8,6 +8,8 @@ new labels append) drawn on top, boxes first, then lines.
 from __future__ import annotations
 
 import functools
+import math
+import weakref
 from dataclasses import dataclass
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
@@ -22,6 +24,8 @@ PALETTE = [
 STROKE = 4
 DOT_RADIUS = 4
 LABEL_OFFSET = (8, 6)
+AA_MARGIN = 2  # pixels around a stroke or a glyph that anti-aliasing may touch
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,10 @@ def _default_font():
 
 
 def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
-    """A copy of ``base`` with ``drawing`` rendered on it."""
+    """A copy of ``base`` with ``drawing`` rendered on it (``drawn_over`` says where it differs)."""
     out = base.copy()
+    _DRAWN_OVER[id(out)] = (weakref.ref(out), base, footprint(drawing))
+    weakref.finalize(out, _DRAWN_OVER.pop, id(out), None)
     pen = ImageDraw.Draw(out)
     pen.font = _default_font()
     for i, box in enumerate(drawing.boxes):
@@ -68,6 +74,43 @@ def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
         for (x, y), color in (((sx, sy), "red"), ((ex, ey), "blue")):
             pen.ellipse((x - DOT_RADIUS, y - DOT_RADIUS, x + DOT_RADIUS, y + DOT_RADIUS), fill=color)
     return out
+
+
+# id(drawn image) -> (a weak reference to it, its base, its footprint); PIL images are unhashable
+_DRAWN_OVER: dict[int, tuple[weakref.ref, Image.Image, tuple[Rect, ...]]] = {}
+
+
+def drawn_over(image: Image.Image) -> tuple[Image.Image, tuple[Rect, ...]] | None:
+    """(base, rects) when ``image`` came from ``draw``: it equals ``base`` outside ``rects``, so its
+    patches can be redone only there (``patches.Patcher.repatchify``)."""
+    entry = _DRAWN_OVER.get(id(image))
+    return entry[1:] if entry is not None and entry[0]() is image else None
+
+
+def footprint(drawing: Drawing) -> tuple[Rect, ...]:
+    """Rectangles that hold every pixel ``draw`` may change: each box's four strokes and its label,
+    each line in short pieces (a diagonal's bounding box could be the whole image) with its dots."""
+    m, rects = AA_MARGIN, []
+    font = _default_font()
+    for box in drawing.boxes:
+        x1, y1, x2, y2 = (int(v) for v in box.bbox)
+        x1, x2 = min(x1, x2), max(x1, x2)
+        y1, y2 = min(y1, y2), max(y1, y2)
+        w = STROKE + m
+        rects += [(x1 - m, y1 - m, x2 + m + 1, y1 + w), (x1 - m, y2 - w + 1, x2 + m + 1, y2 + m + 1),
+                  (x1 - m, y1 - m, x1 + w, y2 + m + 1), (x2 - w + 1, y1 - m, x2 + m + 1, y2 + m + 1)]
+        left, top, right, bottom = font.getbbox(box.label)
+        tx, ty = x1 + LABEL_OFFSET[0], y1 + LABEL_OFFSET[1]
+        rects.append((tx + left - m, ty + top - m, tx + right + m, ty + bottom + m))
+    r = max(STROKE, DOT_RADIUS) + m
+    for line in drawing.lines:
+        (sx, sy), (ex, ey) = (tuple(int(v) for v in p) for p in (line.start, line.end))
+        pieces = max(1, math.ceil(math.hypot(ex - sx, ey - sy) / 16))
+        points = [(sx + (ex - sx) * k / pieces, sy + (ey - sy) * k / pieces) for k in range(pieces + 1)]
+        rects += [(math.floor(min(ax, bx)) - r, math.floor(min(ay, by)) - r,
+                   math.ceil(max(ax, bx)) + r + 1, math.ceil(max(ay, by)) + r + 1)
+                  for (ax, ay), (bx, by) in zip(points, points[1:])]
+    return tuple(rects)
 
 
 def targets_in_order(ops: list[Op]) -> list[int]:
