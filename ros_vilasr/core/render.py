@@ -56,7 +56,7 @@ def _default_font():
 def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
     """A copy of ``base`` with ``drawing`` rendered on it (``drawn_over`` says where it differs)."""
     out = base.copy()
-    _DRAWN_OVER[id(out)] = (weakref.ref(out), base, footprint(drawing))
+    _DRAWN_OVER[id(out)] = (weakref.ref(out), weakref.ref(base), footprint(drawing))
     weakref.finalize(out, _DRAWN_OVER.pop, id(out), None)
     pen = ImageDraw.Draw(out)
     pen.font = _default_font()
@@ -76,15 +76,18 @@ def draw(base: Image.Image, drawing: Drawing) -> Image.Image:
     return out
 
 
-# id(drawn image) -> (a weak reference to it, its base, its footprint); PIL images are unhashable
-_DRAWN_OVER: dict[int, tuple[weakref.ref, Image.Image, tuple[Rect, ...]]] = {}
+# id(drawn image) -> weak references to it and to its base, and its footprint (PIL images are
+# unhashable; weak, so that a drawn image kept for publishing does not keep its ancestors alive)
+_DRAWN_OVER: dict[int, tuple[weakref.ref, weakref.ref, tuple[Rect, ...]]] = {}
 
 
 def drawn_over(image: Image.Image) -> tuple[Image.Image, tuple[Rect, ...]] | None:
     """(base, rects) when ``image`` came from ``draw``: it equals ``base`` outside ``rects``, so its
     patches can be redone only there (``patches.Patcher.repatchify``)."""
     entry = _DRAWN_OVER.get(id(image))
-    return entry[1:] if entry is not None and entry[0]() is image else None
+    if entry is None or entry[0]() is not image or (base := entry[1]()) is None:
+        return None
+    return base, entry[2]
 
 
 def footprint(drawing: Drawing) -> tuple[Rect, ...]:
