@@ -1,0 +1,48 @@
+"""benchmarks/grounding_probe.py (issue 13's diagnostic) at toy scale: its answers are the named
+object's real box centre in the shrunk view, its baselines are what they claim, and a run writes
+its results per task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from benchmarks import grounding_probe as probe  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
+from ros_vilasr.core.processor import load_processor  # noqa: E402
+
+
+def test_answers_are_the_named_objects_centres_and_the_baselines_hold():
+    views = probe.views(3, seed=7)
+    assert views and all(image.size == probe.SIZE for image, _ in views)
+    for image, centres in views:
+        pixels = np.asarray(image)
+        for x in centres.values():
+            assert 0 <= x < probe.SIZE[0] and pixels[:, x].std() > 0  # a column of the view, not past it
+    processor = load_processor(EMBEDDED_DIR, max_pixels=probe.SIZE[0] * probe.SIZE[1])
+    image, centres = views[0]
+    name, x = next(iter(centres.items()))
+    encoding = probe.example(processor, image, name, x)
+    answer = processor.tokenizer.decode([t for t, m in zip(encoding.input_ids, encoding.loss_mask) if m])
+    assert answer.startswith(f"x = {x:03d}")
+
+    two = [(image, {"a": 10, "b": 30}), (image, {"a": 50, "c": 70})]  # training median 40
+    assert probe.baselines(two, two) == {"best_constant": pytest.approx((30 + 10 + 10 + 30) / 4),
+                                         "sees_the_image_not_the_name": pytest.approx(10.0)}
+    assert probe.only(two, ["c"]) == [(image, {"c": 70})]
+
+
+def test_a_run_writes_one_curve_per_task(tmp_path):
+    result = probe.main(["--steps", "2", "--eval-every", "1", "--scenes", "4", "--heldout-scenes", "3",
+                         "--out", str(tmp_path)])
+    assert set(result["runs"]) == set(probe.TASKS)
+    for run in result["runs"].values():
+        assert np.array(run["curve"]).shape == (2, 3) and [s for s, _ in run["evals"]] == [1, 2]
+    saved = json.loads((tmp_path / "grounding_probe.json").read_text())
+    assert saved["runs"]["any object"]["evals"] == [list(e) for e in result["runs"]["any object"]["evals"]]
+    assert "| the chair only |" in (tmp_path / "grounding_probe.md").read_text()
+    assert (tmp_path / "grounding_probe.png").stat().st_size > 0
