@@ -121,6 +121,15 @@ def setup(tmp_path_factory):
         assert code == 0, f"node exited with {code}:\n{proc.log()[-3000:]}"
 
 
+def counted(client, camera: str, publisher, msg, key: str, above: int = 0) -> None:
+    """Publish until the node's diagnostics of ``camera`` count ``key`` above ``above`` (the node
+    takes its subscriptions' messages in any order, and its camera subscriptions are best effort)."""
+    def check():
+        publisher.publish(msg)
+        return int((client.camera_values(camera) or {}).get(key, 0)) > above
+    wait_for(check, interval=0.3, what=f"{key} counted")
+
+
 def publish_good(s, sec: int, depth_first: bool) -> None:
     """One synchronized colour / depth / camera_info triple (stamps differ by 10 ms)."""
     camera, r, client = s["camera"], s["rendering"], s["client"]
@@ -131,10 +140,7 @@ def publish_good(s, sec: int, depth_first: bool) -> None:
     before = int((client.camera_values(GOOD) or {}).get("received", 0))
     if depth_first:
         s["depth"][GOOD].publish(depth)
-    def received():  # camera subscriptions are best effort: a lost frame is sent again
-        client.publish(GOOD, colour)
-        return int((client.camera_values(GOOD) or {}).get("received", 0)) > before
-    wait_for(received, interval=0.3, what="the colour frame received")
+    counted(client, GOOD, client.publisher(GOOD), colour, "received", above=before)
     if not depth_first:
         s["depth"][GOOD].publish(depth)
 
@@ -186,22 +192,14 @@ def test_bad_depth_and_camera_info_are_counted_and_the_2d_answer_still_arrives(s
     s, client, camera = setup, setup["client"], setup["camera"]
     r = s["rendering"]
 
-    def counted(publisher, msg, key: str) -> None:
-        """Publish until the node has counted it (the node takes its subscriptions' messages in
-        any order, and its camera subscriptions are best effort)."""
-        def check():
-            publisher.publish(msg)
-            return int((client.camera_values(BAD) or {}).get(key, 0))
-        wait_for(check, interval=0.3, what=f"{key} counted")
-
-    counted(s["info"][BAD], camera_info(camera, header(20, "bad"), focal=0.0), "dropped_camera_info")
+    counted(client, BAD, s["info"][BAD], camera_info(camera, header(20, "bad"), focal=0.0), "dropped_camera_info")
     s["info"][BAD].publish(camera_info(camera, header(21, "bad")))
-    counted(s["depth"][BAD], depth_msg(r.depth[:100, :100], header(21, "bad")), "dropped_depth_size")
+    counted(client, BAD, s["depth"][BAD], depth_msg(r.depth[:100, :100], header(21, "bad")), "dropped_depth_size")
     bad = depth_msg(r.depth, header(22, "bad"))
     bad.encoding = "rgb8"
-    counted(s["depth"][BAD], bad, "dropped_depth_encoding")
+    counted(client, BAD, s["depth"][BAD], bad, "dropped_depth_encoding")
     assert "unsupported depth encoding 'rgb8'" in client.camera_values(BAD)["last_drop_reason"]
-    counted(client.publisher(BAD), image_msg(np.asarray(r.image), header(22, "bad")), "received")
+    counted(client, BAD, client.publisher(BAD), image_msg(np.asarray(r.image), header(22, "bad")), "received")
     status, answer, _ = client.query("Where are the objects? Draw boxes.", cameras=[BAD])
     assert status == GoalStatus.STATUS_SUCCEEDED and answer.answer == "A"
     assert {(op.lifted, op.lift_error) for op in answer.steps[0].ops} == {
