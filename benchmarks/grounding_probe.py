@@ -19,6 +19,7 @@ Below the second, the model grounds names in pixels.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
@@ -38,11 +39,26 @@ from ros_vilasr.synth.trajectories import Reject  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SIZE = (224, 168)
-BATCH, LR, THETA = 8, 1e-3, 20.0
+BATCH, LR = 8, 1e-3
+GREY = 128.0
 
 
-def views(n_scenes: int, seed: int) -> list[tuple[Image.Image, dict[str, int]]]:
-    """Per camera view: the shrunk image and each clearly visible object's box centre x in it."""
+@dataclasses.dataclass
+class View:
+    image: np.ndarray  # (H, W, 3) uint8 at SIZE
+    names: np.ndarray  # (H, W) str: the object each pixel shows, "" for the room (walls, floor)
+    centres: dict[str, int]  # each clearly visible object's box centre x
+
+    def faded(self, name: str, contrast: float) -> Image.Image:
+        """The view with everything but ``name`` blended toward plain grey (0: the object alone on
+        grey, 1: the real view)."""
+        image, rest = self.image.astype(np.float32), self.names != name
+        image[rest] = GREY + contrast * (image[rest] - GREY)
+        return Image.fromarray(image.round().astype(np.uint8))
+
+
+def views(n_scenes: int, seed: int) -> list[View]:
+    """Per camera view of a random room: the shrunk image, its room mask and its objects' centres."""
     rng, out = np.random.default_rng(seed), []
     scale = SIZE[0] / rt.GRID[0]
     for _ in range(n_scenes):
@@ -55,7 +71,9 @@ def views(n_scenes: int, seed: int) -> list[tuple[Image.Image, dict[str, int]]]:
             centres = {n: round((v.boxes[cam][n][0] + v.boxes[cam][n][2]) / 2 * scale)
                        for n in v.scene.names if v.visible(cam, n)}
             if centres:
-                out.append((image.resize(SIZE, Image.Resampling.BICUBIC), centres))
+                ids = Image.fromarray(v.object_ids[cam]).resize(SIZE, Image.Resampling.NEAREST)
+                names = np.array(["", *v.scene.names])[np.asarray(ids) + 1]
+                out.append(View(np.asarray(image.resize(SIZE, Image.Resampling.BICUBIC)), names, centres))
     return out
 
 
@@ -78,8 +96,9 @@ def evaluate(model, processor, heldout, digit_ids: list[int]) -> float:
     errors = []
     model.eval()
     with torch.no_grad():
-        for image, centres in heldout:
-            for name, x in centres.items():
+        for view in heldout:
+            image = Image.fromarray(view.image)
+            for name, x in view.centres.items():
                 logits, _ = digit_logits(model, example(processor, image, name, x))
                 digits = logits[:, digit_ids].argmax(-1).tolist()
                 errors.append(abs(int("".join(map(str, digits))) - x))
@@ -91,15 +110,15 @@ def only(views_, names: list[str] | None):
     """The views that show one of ``names`` (all names: None), with just those objects."""
     if names is None:
         return views_
-    kept = [(image, {n: x for n, x in centres.items() if n in names}) for image, centres in views_]
-    return [(image, centres) for image, centres in kept if centres]
+    kept = [dataclasses.replace(v, centres={n: x for n, x in v.centres.items() if n in names}) for v in views_]
+    return [v for v in kept if v.centres]
 
 
 def baselines(train, heldout) -> dict:
-    median = float(np.median([x for _, c in train for x in c.values()]))
-    constant = np.mean([abs(x - median) for _, c in heldout for x in c.values()])
+    median = float(np.median([x for v in train for x in v.centres.values()]))
+    constant = np.mean([abs(x - median) for v in heldout for x in v.centres.values()])
     # the best a model can do that sees every object but not the name: the median of the view's objects
-    blind = np.mean([abs(x - np.median(list(c.values()))) for _, c in heldout for x in c.values()])
+    blind = np.mean([abs(x - np.median(list(v.centres.values()))) for v in heldout for x in v.centres.values()])
     return {"best_constant": float(constant), "sees_the_image_not_the_name": float(blind)}
 
 
@@ -109,17 +128,19 @@ def train(args, processor, pool, heldout) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     config = Qwen2_5_VLConfig.from_pretrained(EMBEDDED_DIR)
-    config.text_config.rope_parameters["rope_theta"] = THETA
+    config.text_config.rope_parameters["rope_theta"] = args.theta
     model = Qwen2_5_VLForConditionalGeneration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     digit_ids = [processor.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
     curve, evals, start = [], [], time.monotonic()
     for step in range(1, args.steps + 1):
         losses = []
+        contrast = min(1.0, max(0.0, (step - args.plain) / args.fade)) if args.fade else 1.0
         for _ in range(BATCH):
-            image, centres = rng.choice(pool)
-            name = rng.choice(sorted(centres))
-            logits, targets = digit_logits(model, example(processor, image, name, centres[name]))
+            view = rng.choice(pool)
+            name = rng.choice(sorted(view.centres))
+            logits, targets = digit_logits(model, example(processor, view.faded(name, contrast), name,
+                                                     view.centres[name]))
             losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
         losses = torch.stack(losses)
         losses.mean().backward()
@@ -144,17 +165,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--heldout-scenes", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plain", type=int, default=300, help="steps with the room faded to grey")
+    parser.add_argument("--fade", type=int, default=1500,
+                        help="steps over which the room fades in after those (0: the real views from the start)")
+    parser.add_argument("--theta", type=float, default=1.5, help="the text model's rope_theta")
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     processor = load_processor(EMBEDDED_DIR, max_pixels=SIZE[0] * SIZE[1])
     pool, heldout = views(args.scenes, seed=1), views(args.heldout_scenes, seed=2)
-    result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "rope_theta": THETA,
+    result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "rope_theta": args.theta,
               "seed": args.seed, "runs": {}}
-    for task, names in TASKS.items():
+    for task in args.tasks:
+        names = TASKS[task]
         train_views, test = only(pool, names), only(heldout, names)
-        print(f"{task}: {len(train_views)} training views, {sum(len(c) for _, c in test)} held-out questions",
+        print(f"{task}: {len(train_views)} training views, {sum(len(v.centres) for v in test)} held-out questions",
               flush=True)
-        result["runs"][task] = {"train_views": len(train_views), "heldout_questions": sum(len(c) for _, c in test),
+        result["runs"][task] = {"train_views": len(train_views), "heldout_questions": sum(len(v.centres) for v in test),
                                 "baselines": baselines(train_views, test),
                                 **train(args, processor, train_views, test)}
     write_results(args.out, "grounding_probe", result, report(result))

@@ -18,22 +18,36 @@ from ros_vilasr.core.processor import load_processor  # noqa: E402
 
 def test_answers_are_the_named_objects_centres_and_the_baselines_hold():
     views = probe.views(3, seed=7)
-    assert views and all(image.size == probe.SIZE for image, _ in views)
-    for image, centres in views:
-        pixels = np.asarray(image)
-        for x in centres.values():
-            assert 0 <= x < probe.SIZE[0] and pixels[:, x].std() > 0  # a column of the view, not past it
+    assert views and all(v.image.shape == (probe.SIZE[1], probe.SIZE[0], 3) for v in views)
+    for v in views:
+        for x in v.centres.values():
+            assert 0 <= x < probe.SIZE[0] and v.image[:, x].std() > 0  # a column of the view, not past it
     processor = load_processor(EMBEDDED_DIR, max_pixels=probe.SIZE[0] * probe.SIZE[1])
-    image, centres = views[0]
-    name, x = next(iter(centres.items()))
-    encoding = probe.example(processor, image, name, x)
+    view = views[0]
+    name, x = next(iter(view.centres.items()))
+    encoding = probe.example(processor, view.faded(name, 1.0), name, x)
     answer = processor.tokenizer.decode([t for t, m in zip(encoding.input_ids, encoding.loss_mask) if m])
     assert answer.startswith(f"x = {x:03d}")
 
-    two = [(image, {"a": 10, "b": 30}), (image, {"a": 50, "c": 70})]  # training median 40
+    def view_with(centres):
+        return probe.View(view.image, view.names, centres)
+
+    two = [view_with({"a": 10, "b": 30}), view_with({"a": 50, "c": 70})]  # training median 40
     assert probe.baselines(two, two) == {"best_constant": pytest.approx((30 + 10 + 10 + 30) / 4),
                                          "sees_the_image_not_the_name": pytest.approx(10.0)}
-    assert probe.only(two, ["c"]) == [(image, {"c": 70})]
+    assert [v.centres for v in probe.only(two, ["c"])] == [{"c": 70}]
+
+
+def test_fading_greys_everything_but_the_named_object():
+    view = probe.views(2, seed=7)[0]
+    name = max(view.centres, key=lambda n: (view.names == n).sum())
+    own = view.names == name
+    assert 0.002 < own.mean() < 0.5 and set(np.unique(view.names)) >= {"", *view.centres}
+    plain, half, real = (np.asarray(view.faded(name, c)).astype(int) for c in (0.0, 0.5, 1.0))
+    assert (real == view.image).all()
+    assert (plain[~own] == probe.GREY).all() and view.image[~own].std() > 10
+    assert (plain[own] == view.image[own]).all() and (half[own] == view.image[own]).all()
+    assert np.abs(half[~own] - (probe.GREY + view.image[~own]) / 2).max() <= 1
 
 
 def test_a_run_writes_one_curve_per_task(tmp_path):

@@ -46,6 +46,7 @@ class RigViews:
     cameras: list[sc.Camera]
     images: list[Image.Image]  # in the model's grid
     boxes: list[dict[str, list[int] | None]]  # per camera: grid-pixel box (x2, y2 inclusive) or None
+    object_ids: list[np.ndarray]  # per camera, in camera pixels: index into scene.objects, -1 for the room
 
     def visible(self, cam: int, name: str) -> bool:
         box = self.boxes[cam][name]
@@ -100,14 +101,16 @@ def random_rig_scene(rng, room: sc.Room) -> sc.Scene:
 
 
 def render_views(scene: sc.Scene, cameras: list[sc.Camera]) -> RigViews:
-    images, boxes = [], []
+    images, boxes, object_ids = [], [], []
     for camera in cameras:
-        image, raw = sc.render(scene, camera)
+        layers = sc.render_layers(scene, camera)
+        image, raw = layers.image, layers.boxes
+        object_ids.append(layers.object_ids)
         sx, sy = GRID[0] / camera.width, GRID[1] / camera.height
         images.append(image.resize(GRID, Image.Resampling.BICUBIC))  # as prepare_image does
         boxes.append({n: None if b is None else [round(b[0] * sx), round(b[1] * sy), round((b[2] - 1) * sx),
                                                  round((b[3] - 1) * sy)] for n, b in raw.items()})
-    return RigViews(scene, cameras, images, boxes)
+    return RigViews(scene, cameras, images, boxes, object_ids)
 
 
 def _centre_x(box: list[int]) -> int:
