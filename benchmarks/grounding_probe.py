@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import multiprocessing
 import random
 import sys
 import time
@@ -77,10 +79,13 @@ def views(n_scenes: int, seed: int) -> list[View]:
     return out
 
 
-def example(processor, image: Image.Image, name: str, x: int):
+def example(processor, image: Image.Image, name: str, x: int, say_name: bool = False):
+    """The question and its answer; ``say_name``: the answer names the object first, right before
+    the digits (as a box's label can precede its coordinates)."""
+    answer = f"{name} {x:03d}" if say_name else f"x = {x:03d}"
     messages = [{"role": "user", "content": [{"type": "image", "index": 0},
                                              {"type": "text", "text": f"Where is the {name}?"}]},
-                {"role": "assistant", "content": f"x = {x:03d}"}]
+                {"role": "assistant", "content": answer}]
     return encode_dialogue(processor, messages, [image])
 
 
@@ -91,7 +96,7 @@ def digit_logits(model, encoding) -> tuple[torch.Tensor, torch.Tensor]:
     return out.logits[0, supervised], torch.tensor(encoding.input_ids[1:])[supervised]
 
 
-def evaluate(model, processor, heldout, digit_ids: list[int]) -> float:
+def evaluate(model, processor, heldout, digit_ids: list[int], say_name: bool) -> float:
     """Mean absolute error (grid pixels) of the greedily read x over every held-out (view, object)."""
     errors = []
     model.eval()
@@ -99,7 +104,7 @@ def evaluate(model, processor, heldout, digit_ids: list[int]) -> float:
         for view in heldout:
             image = Image.fromarray(view.image)
             for name, x in view.centres.items():
-                logits, _ = digit_logits(model, example(processor, image, name, x))
+                logits, _ = digit_logits(model, example(processor, image, name, x, say_name))
                 digits = logits[:, digit_ids].argmax(-1).tolist()
                 errors.append(abs(int("".join(map(str, digits))) - x))
     model.train()
@@ -122,7 +127,14 @@ def baselines(train, heldout) -> dict:
     return {"best_constant": float(constant), "sees_the_image_not_the_name": float(blind)}
 
 
-def train(args, processor, pool, heldout) -> dict:
+def contrast(curriculum: str, step: int, args, rng: random.Random) -> float:
+    """How much of everything but the named object an example shows (see ``View.faded``)."""
+    if curriculum == "ramp":  # the object alone for ``plain`` steps, then the rest fades in over ``fade``
+        return min(1.0, max(0.0, (step - args.plain) / args.fade))
+    return rng.random() if curriculum == "mix" else 1.0  # mix: every contrast, all along
+
+
+def train(args, label: str, say_name: bool, curriculum: str, processor, pool, heldout) -> dict:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(args.seed)
@@ -135,12 +147,11 @@ def train(args, processor, pool, heldout) -> dict:
     curve, evals, start = [], [], time.monotonic()
     for step in range(1, args.steps + 1):
         losses = []
-        contrast = min(1.0, max(0.0, (step - args.plain) / args.fade)) if args.fade else 1.0
         for _ in range(BATCH):
             view = rng.choice(pool)
             name = rng.choice(sorted(view.centres))
-            logits, targets = digit_logits(model, example(processor, view.faded(name, contrast), name,
-                                                     view.centres[name]))
+            image = view.faded(name, contrast(curriculum, step, args, rng))
+            logits, targets = digit_logits(model, example(processor, image, name, view.centres[name], say_name))
             losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
         losses = torch.stack(losses)
         losses.mean().backward()
@@ -149,41 +160,63 @@ def train(args, processor, pool, heldout) -> dict:
         optimizer.zero_grad()
         curve.append(losses.mean(0).tolist())
         if step % args.eval_every == 0 or step == args.steps:
-            evals.append((step, evaluate(model, processor, heldout, digit_ids)))
-            print(f"step {step}: digit loss {np.round(np.mean(curve[-args.eval_every:], 0), 3)}, held-out MAE "
+            evals.append((step, evaluate(model, processor, heldout, digit_ids, say_name)))
+            print(f"{label}, step {step}: digit loss {np.round(np.mean(curve[-args.eval_every:], 0), 3)}, held-out MAE "
                   f"{evals[-1][1]:.1f} px ({time.monotonic() - start:.0f} s)", flush=True)
     return {"curve": curve, "evals": evals, "seconds": time.monotonic() - start}
 
 
-TASKS = {"any object": None, "the chair only": ["chair"]}
+# task: (the names asked about, None for all; whether the answer names the object right before x)
+TASKS = {"the chair only": (["chair"], False), "any object": (None, False),
+         "any object, named before x": (None, True)}
+CURRICULA = ("none", "ramp", "mix")
+_worker: dict = {}
+
+
+def load_views(args, threads: int | None = None) -> None:
+    """Per process: the processor and the training / held-out views (and, in a pool, one thread)."""
+    if threads:
+        torch.set_num_threads(threads)
+    _worker.update(processor=load_processor(EMBEDDED_DIR, max_pixels=SIZE[0] * SIZE[1]),
+                   pool=views(args.scenes, seed=1), heldout=views(args.heldout_scenes, seed=2))
+
+
+def run(args, task: str, curriculum: str) -> dict:
+    names, say_name = TASKS[task]
+    train_views, test = only(_worker["pool"], names), only(_worker["heldout"], names)
+    questions = sum(len(v.centres) for v in test)
+    label = f"{task} · {curriculum}"
+    print(f"{label}: {len(train_views)} training views, {questions} held-out questions", flush=True)
+    return {"task": task, "curriculum": curriculum, "train_views": len(train_views), "heldout_questions": questions,
+            "baselines": baselines(train_views, test),
+            **train(args, label, say_name, curriculum, _worker["processor"], train_views, test)}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4000, help="per task")
+    parser.add_argument("--steps", type=int, default=3000, help="per run")
     parser.add_argument("--scenes", type=int, default=2000, help="training rooms (two views each)")
-    parser.add_argument("--heldout-scenes", type=int, default=40)
+    parser.add_argument("--heldout-scenes", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plain", type=int, default=300, help="steps with the room faded to grey")
-    parser.add_argument("--fade", type=int, default=1500,
-                        help="steps over which the room fades in after those (0: the real views from the start)")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--curricula", nargs="+", choices=CURRICULA, default=["none", "ramp"])
+    parser.add_argument("--plain", type=int, default=300, help="ramp: steps with the named object alone")
+    parser.add_argument("--fade", type=int, default=2000, help="ramp: steps over which the rest fades in")
     parser.add_argument("--theta", type=float, default=1.5, help="the text model's rope_theta")
-    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
+    parser.add_argument("--workers", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    processor = load_processor(EMBEDDED_DIR, max_pixels=SIZE[0] * SIZE[1])
-    pool, heldout = views(args.scenes, seed=1), views(args.heldout_scenes, seed=2)
+    runs = list(itertools.product(args.tasks, args.curricula))
+    if args.workers > 1:
+        with multiprocessing.get_context("spawn").Pool(args.workers, load_views, (args, 1)) as pool:
+            results = pool.starmap(run, [(args, *r) for r in runs])
+    else:
+        load_views(args)
+        results = [run(args, *r) for r in runs]
     result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "rope_theta": args.theta,
-              "seed": args.seed, "runs": {}}
-    for task in args.tasks:
-        names = TASKS[task]
-        train_views, test = only(pool, names), only(heldout, names)
-        print(f"{task}: {len(train_views)} training views, {sum(len(v.centres) for v in test)} held-out questions",
-              flush=True)
-        result["runs"][task] = {"train_views": len(train_views), "heldout_questions": sum(len(v.centres) for v in test),
-                                "baselines": baselines(train_views, test),
-                                **train(args, processor, train_views, test)}
+              "plain": args.plain, "fade": args.fade, "seed": args.seed,
+              "runs": {f"{t} · {c}": r for (t, c), r in zip(runs, results)}}
     write_results(args.out, "grounding_probe", result, report(result))
     plot(result, args.out / "grounding_probe.png")
     return result
@@ -191,22 +224,25 @@ def main(argv=None) -> dict:
 
 def report(r: dict) -> str:
     rows = []
-    for task, run in r["runs"].items():
+    for run in r["runs"].values():
         b, mae = run["baselines"], run["evals"][-1][1]
-        rows.append(f"| {task} | {run['train_views']} | {run['heldout_questions']} | {mae:.1f} | "
-                    f"{min(m for _, m in run['evals']):.1f} | {b['best_constant']:.1f} | "
+        rows.append(f"| {run['task']} | {run['curriculum']} | {run['train_views']} | {run['heldout_questions']} | "
+                    f"{mae:.1f} | {min(m for _, m in run['evals']):.1f} | {b['best_constant']:.1f} | "
                     f"{b['sees_the_image_not_the_name']:.1f} | {run['seconds'] / 60:.0f} |")
     return "\n".join([
         "# Grounding probe: can the embedded architecture find a named object in a room?", "",
         markdown(r["machine"]), "",
-        f"Per task, a random model of the embedded model's shape with `rope_theta` {r['rope_theta']:g}, trained "
-        f"{r['steps']} steps (batch {r['batch']}, AdamW lr {r['learning_rate']:g}, seed {r['seed']}) on rig views "
-        f"of training rooms at {SIZE[0]}×{SIZE[1]}: \"Where is the {{name}}?\" → its box centre x. Held-out: views "
+        f"Per task and curriculum, a random model of the embedded model's shape with `rope_theta` "
+        f"{r['rope_theta']:g}, trained {r['steps']} steps (batch {r['batch']}, AdamW lr {r['learning_rate']:g}, seed "
+        f"{r['seed']}) on rig views of training rooms at {SIZE[0]}×{SIZE[1]}: \"Where is the {{name}}?\" → its box "
+        "centre x. Curricula fade everything but the named object toward plain grey: *none* shows the real views "
+        f"throughout; *ramp* shows the object alone for {r['plain']} steps, then fades the rest in over {r['fade']}; "
+        "*mix* draws each example's contrast uniformly from 0 (alone) to 1 (real) all along. Held-out: real views "
         "of other rooms; mean absolute error (px) of the greedily read x (each digit after the true ones before "
         "it), beside the best constant and the best a model can do that sees the image but not the name (the "
         "median of the view's objects; for one name it would be 0).", "",
-        "| task | training views | held-out questions | MAE at the end | best MAE | best constant | "
-        "sees the image, not the name | minutes |", "|---|---|---|---|---|---|---|---|", *rows, "",
+        "| task | curriculum | training views | held-out questions | MAE at the end | best MAE | best constant | "
+        "sees the image, not the name | minutes |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
         "Below the constant, the model reads positions from the image; below the name-blind column, it also "
         "finds the object the question names.", "",
         "![learning curves](grounding_probe.png)", ""])
@@ -219,11 +255,15 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for task, run in r["runs"].items():
+    colours, styles = {}, dict(zip(CURRICULA, (":", "-", "--")))
+    for label, run in r["runs"].items():
         steps, mae = zip(*run["evals"])
-        line, = ax.plot(steps, mae, marker="o", label=task)
-        ax.axhline(run["baselines"]["best_constant"], color=line.get_color(), linestyle="--",
-                   label=f"{task}: best constant")
+        line, = ax.plot(steps, mae, marker="o", markersize=3, linestyle=styles[run["curriculum"]], label=label,
+                        color=colours.get(run["task"]))
+        if run["task"] not in colours:
+            colours[run["task"]] = line.get_color()
+            ax.axhline(run["baselines"]["best_constant"], color=line.get_color(), linewidth=0.8, alpha=0.6,
+                       label=f"{run['task']}: best constant")
     ax.set_xlabel("step")
     ax.set_ylabel("held-out MAE of x (px)")
     ax.legend(fontsize=8)

@@ -50,13 +50,22 @@ def test_fading_greys_everything_but_the_named_object():
     assert np.abs(half[~own] - (probe.GREY + view.image[~own]) / 2).max() <= 1
 
 
-def test_a_run_writes_one_curve_per_task(tmp_path):
+def test_a_run_writes_one_curve_per_task_and_curriculum(tmp_path):
     result = probe.main(["--steps", "2", "--eval-every", "1", "--scenes", "4", "--heldout-scenes", "3",
-                         "--out", str(tmp_path)])
-    assert set(result["runs"]) == set(probe.TASKS)
+                         "--workers", "2", "--out", str(tmp_path)])
+    assert set(result["runs"]) == {f"{t} · {c}" for t in probe.TASKS for c in ("none", "ramp")}
     for run in result["runs"].values():
         assert np.array(run["curve"]).shape == (2, 3) and [s for s, _ in run["evals"]] == [1, 2]
     saved = json.loads((tmp_path / "grounding_probe.json").read_text())
-    assert saved["runs"]["any object"]["evals"] == [list(e) for e in result["runs"]["any object"]["evals"]]
-    assert "| the chair only |" in (tmp_path / "grounding_probe.md").read_text()
+    named = "any object, named before x · ramp"
+    assert saved["runs"][named]["evals"] == [list(e) for e in result["runs"][named]["evals"]]
+    assert "| the chair only | ramp |" in (tmp_path / "grounding_probe.md").read_text()
     assert (tmp_path / "grounding_probe.png").stat().st_size > 0
+
+
+def test_the_named_answer_puts_the_name_right_before_the_digits():
+    processor = load_processor(EMBEDDED_DIR, max_pixels=probe.SIZE[0] * probe.SIZE[1])
+    view = probe.views(2, seed=7)[0]
+    encoding = probe.example(processor, view.faded("chair", 1.0), "trash can", 7, say_name=True)
+    answer = [processor.tokenizer.decode([t]) for t, m in zip(encoding.input_ids, encoding.loss_mask) if m]
+    assert "".join(answer).startswith("trash can 007") and answer[answer.index("0") - 2:][:2] == [" can", " "]
