@@ -1,19 +1,21 @@
 """Can the embedded architecture find a *named* object in a room? A diagnostic for issue 13.
 
 The position probe (``position_probe.py``) showed that the embedded model's shape reads where a red
-square is once the text model's ``rope_theta`` is small. Drawing a box around "the chair" needs
-more: knowing which blob the name means. Here a randomly initialised model of the embedded model's
-shape (``rope_theta`` 20) learns one task on the demo's world — a rig camera's view of a random
-room (``synth.rig_tasks``), shrunk to 224x168 (48 visual tokens, a quarter of the shipped budget's
-cost), the question "Where is the {name}?", the answer the object's box centre x as three digits.
+square is on plain grey once the text model's ``rope_theta`` is small. Drawing a box around "the
+chair" needs more: finding it among walls, floor and other furniture, and knowing which blob the
+name means. Here randomly initialised models of the embedded model's shape learn one task on the
+demo's world — a rig camera's view of a random room (``synth.rig_tasks``), shrunk to 224x168 (48
+visual tokens), the question "Where is the {name}?", the answer the object's box centre x as three
+digits — per task (one name, any name, any name with the answer saying the name right before its
+x) and per curriculum (the real views throughout, or the named object alone on grey first with
+everything else fading in).
 
-Held-out views (other rooms and rig poses) are scored by the mean absolute error of the predicted
-x (digits read greedily, each after the true digits before it), beside two models that cannot
-have learned the task: the best constant (the training answers' median), and one that sees the
-image but not the name (the best it can do: the median of the view's clearly visible objects).
-Below the second, the model grounds names in pixels.
+Held-out views (other rooms and rig poses, never faded) are scored by the mean absolute error of
+the predicted x (digits read greedily, each after the true digits before it), beside two models
+that cannot have learned the task: the best constant (the training answers' median), and one that
+sees the image but not the name (the median of the view's clearly visible objects).
 
-    python benchmarks/grounding_probe.py [--steps 4000] [--scenes 2000]
+    python benchmarks/grounding_probe.py [--steps 2500] [--workers 2]
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def views(n_scenes: int, seed: int) -> list[View]:
 def example(processor, image: Image.Image, name: str, x: int, say_name: bool = False):
     """The question and its answer; ``say_name``: the answer names the object first, right before
     the digits (as a box's label can precede its coordinates)."""
-    answer = f"{name} {x:03d}" if say_name else f"x = {x:03d}"
+    answer = f"{name}{x:03d}" if say_name else f"x = {x:03d}"
     messages = [{"role": "user", "content": [{"type": "image", "index": 0},
                                              {"type": "text", "text": f"Where is the {name}?"}]},
                 {"role": "assistant", "content": answer}]
@@ -244,7 +246,7 @@ def report(r: dict) -> str:
         "| task | curriculum | training views | held-out questions | MAE at the end | best MAE | best constant | "
         "sees the image, not the name | minutes |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
         "Below the constant, the model reads positions from the image; below the name-blind column, it also "
-        "finds the object the question names.", "",
+        "finds the object the question names. Runs go in parallel, one thread each, so *minutes* are per run.", "",
         "![learning curves](grounding_probe.png)", ""])
 
 
@@ -254,7 +256,7 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     colours, styles = {}, dict(zip(CURRICULA, (":", "-", "--")))
     for label, run in r["runs"].items():
         steps, mae = zip(*run["evals"])
@@ -266,7 +268,7 @@ def plot(r: dict, path: Path) -> None:
                        label=f"{run['task']}: best constant")
     ax.set_xlabel("step")
     ax.set_ylabel("held-out MAE of x (px)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
