@@ -50,13 +50,19 @@ GREY = 128.0
 @dataclasses.dataclass
 class View:
     image: np.ndarray  # (H, W, 3) uint8 at SIZE
-    names: np.ndarray  # (H, W) str: the object each pixel shows, "" for the room (walls, floor)
+    ids: np.ndarray  # (H, W) int8: the object each pixel shows (index into objects), -1 for the room
+    objects: tuple[str, ...]
     centres: dict[str, int]  # each clearly visible object's box centre x
+
+    @property
+    def names(self) -> np.ndarray:
+        """(H, W) str: the object each pixel shows, "" for the room (walls, floor)."""
+        return np.array(["", *self.objects])[self.ids + 1]
 
     def faded(self, name: str, contrast: float) -> Image.Image:
         """The view with everything but ``name`` blended toward plain grey (0: the object alone on
         grey, 1: the real view)."""
-        image, rest = self.image.astype(np.float32), self.names != name
+        image, rest = self.image.astype(np.float32), self.ids != self.objects.index(name)
         image[rest] = GREY + contrast * (image[rest] - GREY)
         return Image.fromarray(image.round().astype(np.uint8))
 
@@ -76,8 +82,8 @@ def views(n_scenes: int, seed: int) -> list[View]:
                        for n in v.scene.names if v.visible(cam, n)}
             if centres:
                 ids = Image.fromarray(v.object_ids[cam]).resize(SIZE, Image.Resampling.NEAREST)
-                names = np.array(["", *v.scene.names])[np.asarray(ids) + 1]
-                out.append(View(np.asarray(image.resize(SIZE, Image.Resampling.BICUBIC)), names, centres))
+                out.append(View(np.asarray(image.resize(SIZE, Image.Resampling.BICUBIC)),
+                                np.asarray(ids).astype(np.int8), tuple(v.scene.names), centres))
     return out
 
 

@@ -30,7 +30,7 @@ def test_answers_are_the_named_objects_centres_and_the_baselines_hold():
     assert answer.startswith(f"x = {x:03d}")
 
     def view_with(centres):
-        return probe.View(view.image, view.names, centres)
+        return probe.View(view.image, view.ids, view.objects, centres)
 
     two = [view_with({"a": 10, "b": 30}), view_with({"a": 50, "c": 70})]  # training median 40
     assert probe.baselines(two, two) == {"best_constant": pytest.approx((30 + 10 + 10 + 30) / 4),

@@ -104,12 +104,11 @@ def render_views(scene: sc.Scene, cameras: list[sc.Camera]) -> RigViews:
     images, boxes, object_ids = [], [], []
     for camera in cameras:
         layers = sc.render_layers(scene, camera)
-        image, raw = layers.image, layers.boxes
         object_ids.append(layers.object_ids)
         sx, sy = GRID[0] / camera.width, GRID[1] / camera.height
-        images.append(image.resize(GRID, Image.Resampling.BICUBIC))  # as prepare_image does
+        images.append(layers.image.resize(GRID, Image.Resampling.BICUBIC))  # as prepare_image does
         boxes.append({n: None if b is None else [round(b[0] * sx), round(b[1] * sy), round((b[2] - 1) * sx),
-                                                 round((b[3] - 1) * sy)] for n, b in raw.items()})
+                                                 round((b[3] - 1) * sy)] for n, b in layers.boxes.items()})
     return RigViews(scene, cameras, images, boxes, object_ids)
 
 
