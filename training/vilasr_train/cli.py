@@ -77,12 +77,16 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ros_vilasr.core.models import ModelFilesError
 
+    from .distributed import end_process_group
+
     try:
         run(args)
     except (InputError, ModelFilesError) as exc:  # bad input: one line (the traceback with --debug)
         if args.debug:
             raise
         parser.exit(2, f"vilasr-train: error: {exc}\n")
+    finally:
+        end_process_group()
     return 0
 
 

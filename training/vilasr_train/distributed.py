@@ -35,6 +35,14 @@ def on_main_process(fn):
     return result[0]
 
 
+def end_process_group() -> None:
+    """Tear down the process group before the interpreter exits: left to exit-time destructors,
+    gloo's threads sometimes abort a rank ("terminate called without an active exception") after
+    the model was already saved, and the launcher then fails the whole job."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def gather(value) -> list:
     """``value`` from every process, in rank order."""
     return gather_object([value])
