@@ -212,6 +212,22 @@ class Client:
             wait_for(lambda: pub.get_subscription_count() > 0, what=f"a subscriber on {topic}")
         pub.publish(msg)
 
+    def deliver(self, topic: str, msg, reliable: bool = False, attempts: int = 5) -> dict:
+        """Publish ``msg`` until the node's diagnostics count one more frame received on ``topic``.
+
+        A matched publisher does not mean the node's reader has matched it back yet, and camera QoS
+        is best effort: a frame sent in that window is lost, so it is sent again when the count
+        does not move."""
+        before = self.camera_values(topic)
+        start = int(before["received"]) if before else 0
+        for attempt in range(attempts):
+            self.publish(topic, msg, reliable=reliable)
+            try:
+                return self.wait_camera(topic, "received", lambda n: n > start, timeout=4.0)
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+
     # diagnostics
     def camera_values(self, camera: str, after: float = 0.0) -> dict | None:
         """Key values of the newest diagnostics status of ``camera`` received after ``after``."""

@@ -51,10 +51,7 @@ def node(tmp_path_factory, tiny_model):
 
 
 def send_frame(node: Client, sec: int) -> None:
-    before = node.camera_values(CAM)
-    start = int(before["received"]) if before else 0
-    node.publish(CAM, image_msg(scene(sec), header(sec, "cam")), reliable=True)
-    node.wait_camera(CAM, "received", lambda n: n > start)
+    node.deliver(CAM, image_msg(scene(sec), header(sec, "cam")), reliable=True)
 
 
 def running(node: Client) -> bool:

@@ -103,10 +103,8 @@ def node(tmp_path_factory, gate):
 
 
 def frame(node, sec: int, topic: str = CAM) -> bool:
-    """Publish a distinct frame and wait until the node has received it."""
-    before = int((node.camera_values(topic) or {}).get("received", 0))
-    node.publish(topic, image_msg(scene(sec), header(sec, "rel")))
-    return bool(node.wait_camera(topic, "received", lambda n: n > before))
+    """Publish a distinct frame until the node has received it."""
+    return bool(node.deliver(topic, image_msg(scene(sec), header(sec, "rel"))))
 
 
 def deep_answers(node) -> list[SpatialAnswer]:

@@ -95,25 +95,9 @@ def parameters(client: Client, **values):
             assert client.set_parameter(name, previous)[0]
 
 
-def publish_frame(client: Client, topic: str, msg, reliable: bool = False) -> dict:
-    """Publish until the node's diagnostics count one more frame received on ``topic``.
-
-    The node's camera QoS is best effort: a frame may be lost in transport, so it is sent again
-    when the count does not move."""
-    before = client.camera_values(topic)
-    start = int(before["received"]) if before else 0
-    for attempt in range(3):
-        client.publish(topic, msg, reliable=reliable)
-        try:
-            return client.wait_camera(topic, "received", lambda n: n > start, timeout=4.0)
-        except TimeoutError:
-            if attempt == 2:
-                raise
-
-
 def front_frame(client: Client, sec: int, seed: int = 0):
     hdr = header(sec, "front_optical")
-    publish_frame(client, FRONT, image_msg(scene(seed), hdr))
+    client.deliver(FRONT, image_msg(scene(seed), hdr))
     return hdr
 
 
@@ -128,9 +112,9 @@ def same_header(a, b) -> bool:
 def test_frames_from_another_process_reach_the_buffer(node, kind, reliable):
     hdr = header(10, f"cam_{kind}")
     if kind in ("jpeg", "png"):
-        values = publish_frame(node, SIDE, compressed_msg(scene(1), hdr, kind), reliable)
+        values = node.deliver(SIDE, compressed_msg(scene(1), hdr, kind), reliable)
     else:
-        values = publish_frame(node, FRONT, image_msg(scene(1), hdr, kind), reliable)
+        values = node.deliver(FRONT, image_msg(scene(1), hdr, kind), reliable)
     assert values["dropped"] == "0", values
     assert int(values["keyframes"]) >= 1 and int(values["buffer_bytes"]) > 0
 
@@ -186,7 +170,7 @@ def test_goal_streams_one_feedback_per_step_and_a_typed_grounded_answer(node):
 def test_latest_frame_of_every_camera_and_drawings_on_the_right_one(node):
     front = front_frame(node, 200, seed=4)
     side = header(201, "side_optical", nanosec=5)
-    publish_frame(node, SIDE, compressed_msg(scene(5), side, "png"))
+    node.deliver(SIDE, compressed_msg(scene(5), side, "png"))
     n_annotated = len(node.annotated)
     status, answer, feedback = node.query(Q_VIEWS, cameras=[FRONT, SIDE.lstrip("/")])  # names resolve
     assert status == GoalStatus.STATUS_SUCCEEDED and answer.answer == "the side camera"
@@ -296,7 +280,7 @@ def _bad_frames():
 def test_malformed_frames_are_counted_logged_once_and_dropped(node):
     cases = _bad_frames()
     for topic, msg, _ in cases:
-        publish_frame(node, topic, msg)
+        node.deliver(topic, msg)
     expected = {}
     for topic, _, kind in cases:
         expected.setdefault(topic, {}).setdefault(kind, 0)
@@ -351,7 +335,7 @@ def test_keyframe_and_buffer_parameters(node):
 
     def burst(seeds, sec=900):
         for i, seed in enumerate(seeds):
-            publish_frame(node, KF, image_msg(scene(seed, KW, KH), header(sec + i, "kf")), reliable=True)
+            node.deliver(KF, image_msg(scene(seed, KW, KH), header(sec + i, "kf")), reliable=True)
 
     def keyframes():
         time.sleep(0.45)  # two diagnostics periods
@@ -384,7 +368,7 @@ def test_keyframe_and_buffer_parameters(node):
         assert values["bytes"] <= values["budget_bytes"]
     with parameters(node, buffer_memory_mb=(0.1, 512.0)):  # a 230 kB frame alone is over budget
         before = int(node.camera_values(KF)["dropped"])
-        publish_frame(node, KF, image_msg(scene(56), header(999, "kf")), reliable=True)
+        node.deliver(KF, image_msg(scene(56), header(999, "kf")), reliable=True)
         node.wait_camera(KF, "dropped_too_large", lambda n: n >= 1)
         assert int(node.camera_values(KF)["dropped"]) == before + 1
     flush()
