@@ -96,6 +96,8 @@ def test_format_reward_rules():
     assert not format_ok([BOX_TURN])  # never answers
     assert not format_ok([ANSWER_TURN, ANSWER_TURN])  # answer before the last turn
     assert not format_ok(["Action: Answer\n<answer>B</answer>"])  # no think
+    # a think cut off by a second one (a sampled turn that stage 2 once kept and trained on)
+    assert not format_ok(["<think>S is at row 4,Action: Path Tracer\n" + BOX_TURN, ANSWER_TURN])
     bad_item = BOX_TURN.replace('"label": "chair"', '"name": "chair"')
     assert not format_ok([bad_item, ANSWER_TURN])
     broken = BOX_TURN + '\n```json\n[{"index": 1,\n```'

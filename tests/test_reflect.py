@@ -124,6 +124,7 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
     out = tmp_path / "run"
     # temperature 0.7: the taught model mostly follows its lessons, and sometimes strays from them
     assert cli.main(args(root, out, "--k", "4", "--sft", "--set", "temperature=0.7", "--set", "max_steps=4",
+                         "--set", "max_epochs=1",
                          "--set", "report_to=none")) == 0
     report = json.loads((out / "report.json").read_text())
     data = json.loads((out / "reflective.json").read_text())
@@ -167,6 +168,9 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
     # --sft: stage 1 continued from the model on the kept data
     assert (out / "sft" / "model.safetensors").is_file()
     assert json.loads((out / "sft" / "data_report.json").read_text())["kept"] == len(data)
+    # for max_epochs (1) passes over the kept trajectories (batch 1), not all max_steps (4) when fewer were kept
+    state = json.loads(next((out / "sft").glob("checkpoint-*/trainer_state.json")).read_text())
+    assert state["global_step"] == min(4, len(data))
 
 
 def test_shards_split_the_questions_and_build_from_all(root, tmp_path, monkeypatch):

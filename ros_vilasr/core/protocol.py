@@ -27,7 +27,7 @@ _ACTION = re.compile(r"Action:[ \t]*(Object Mapper|Path Tracer|Answer)")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _FENCE_OPEN = re.compile(r"^[ \t]*```json[ \t]*\r?$", re.M)
 _FENCE_CLOSE = re.compile(r"^[ \t]*```[ \t]*\r?$", re.M)
-_WELL_FORMED_HEAD = re.compile(r"\s*<think>.*?</think>\s*Action:", re.S)
+_WELL_FORMED_HEAD = re.compile(r"\s*<think>(?:(?!<think>).)*?</think>\s*Action:", re.S)  # one think block
 
 
 @dataclass(frozen=True)
