@@ -84,9 +84,15 @@ def main(argv=None) -> dict:
     return result
 
 
+def one_cell(text: str | None, limit: int = 40) -> str:
+    """An answer as one table cell: a model's unclosed <answer> can make it a whole multi-line turn."""
+    text = " ".join((text or "").split()).replace("|", "\\|")
+    return "—" if not text else text if len(text) <= limit else text[:limit] + "…"
+
+
 def report(r: dict) -> str:
     rows = [f"| {e['question']} | {e['latency_s_median']:.2f} | {e['latency_s_max']:.2f} | {e['model_calls']} | "
-            f"{e['completion_tokens']} | {e['prompt_tokens']} | {e['answer'] or '—'} ({e['truth']}) | "
+            f"{e['completion_tokens']} | {e['prompt_tokens']} | {one_cell(e['answer'])} ({e['truth']}) | "
             f"{p['latency_s_median'] * 1e3:.0f} |" for e, p in zip(r["embedded"], r["replay"])]
     return "\n".join([
         "# Embedded model: demo question latency", "", markdown(r["machine"]),
