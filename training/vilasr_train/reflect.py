@@ -357,12 +357,14 @@ def capped_steps(config: Config, kept: int) -> dict:
     """``max_steps`` no larger than ``max_epochs`` passes over ``kept`` trajectories: a fixed step
     count sized for hundreds of them would drill a handful into the model until it forgets the rest
     (one kept dialogue, 40 steps: drawing turns that execute fell from 97% to 57%)."""
-    steps = config.trainer.get("max_steps", -1)
+    trainer = config.trainer
+    steps = trainer.get("max_steps", -1)
     if steps is None or steps <= 0:
         return {}  # epochs decide
-    per_step = (config.trainer.get("per_device_train_batch_size", 8) * config.trainer.get("gradient_accumulation_steps", 1)
+    per_step = (trainer.get("per_device_train_batch_size", 8) * trainer.get("gradient_accumulation_steps", 1)
                 * int(os.environ.get("WORLD_SIZE", 1)))
     cap = max(1, math.ceil(config.max_epochs * kept / per_step))
     if cap < steps:
-        log.info("fine-tuning %d steps, not %d: %g passes over %d kept trajectories", cap, steps, config.max_epochs, kept)
+        log.info("fine-tuning %d steps, not %d: %g passes over %d kept trajectories",
+                 cap, steps, config.max_epochs, kept)
     return {"max_steps": min(steps, cap)}
