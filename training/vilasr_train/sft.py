@@ -8,6 +8,7 @@ the node's), the loss covers every assistant turn and nothing else (labels are -
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +38,8 @@ class Config(StageConfig):
         "max_length": 18432,  # cutoff: longer trajectories are skipped (and reported), never cut
         "report_to": "tensorboard",
     }
+
+    max_epochs: float | None = None  # at most this many passes over the loaded data (caps max_steps)
 
 
 class DrawingSFTTrainer(ResumeThroughFromPretrained, SFTTrainer):
@@ -68,6 +71,18 @@ def freeze_vision(model) -> None:
     model.model.visual.requires_grad_(False)
 
 
+def cap_steps(args: SFTConfig, max_epochs: float | None, examples: int) -> None:
+    """Lower ``max_steps`` to ``max_epochs`` passes over ``examples``: a step count sized for
+    hundreds of dialogues would drill a handful into the model until it forgets the rest."""
+    if max_epochs is None or args.max_steps <= 0:
+        return  # epochs decide already
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    cap = max(1, math.ceil(max_epochs * examples / per_step))
+    if cap < args.max_steps:
+        log.info("training %d steps, not %d: %g passes over %d examples", cap, args.max_steps, max_epochs, examples)
+        args.max_steps = cap
+
+
 def train(config: Config) -> Path:
     out = Path(config.out)
     args = SFTConfig(
@@ -82,6 +97,7 @@ def train(config: Config) -> Path:
     if not records:
         raise InputError(f"no valid training record in {', '.join(config.data)}: {report.to_json()['skipped']}")
     dataset = Dataset.from_list(records)
+    cap_steps(args, config.max_epochs, len(records))
 
     model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
     if config.freeze_vision:
