@@ -55,8 +55,7 @@ def test_a_goal_arriving_while_another_runs_joins_its_next_engine_call(tmp_path,
     client = Client("batching_client")
     try:
         client.wait_active(60.0)
-        client.publish(CAM, image_msg(scene(1), header(1, "batch")))
-        client.wait_camera(CAM, "received", lambda n: n >= 1)
+        client.deliver(CAM, image_msg(scene(1), header(1, "batch")))
         first = client.send_goal("question A", cameras=[CAM])
         wait_for(lambda: model.in_flight, what="A's first turn at the model")
         second = client.send_goal("question B", cameras=[CAM])  # queued while A's turn runs
