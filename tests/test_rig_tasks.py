@@ -47,6 +47,21 @@ def test_answers_follow_from_the_scene_geometry(tasks):
             assert task.problem_type == "numerical" and task.options is None
 
 
+def test_the_demo_room_is_made_of_the_training_world():
+    """Every object of the demo's room (the robot too) appears in training rooms, looking the same."""
+    from ros_vilasr.demo import layout
+    known = {name: (color, size) for name, color, size in (*sc.CATALOG, rt.CUBE, rt.ROBOT)}
+    for obj in layout.demo_scene().objects:
+        assert obj.name in known and obj.color == known[obj.name][0], obj.name
+    assert layout.demo_scene().object("robot").size == rt.ROBOT[2]
+    scenes = [rt.random_rig_scene(np.random.default_rng(seed), sc.Room(size=(6.0, 5.0, 2.8))) for seed in range(12)]
+    robots = [s.object("robot") for s in scenes if "robot" in s.names]
+    assert 0 < len(robots) < len(scenes) and all(sc.on_floor(r) for r in robots)
+    for scene in scenes:
+        for i, a in enumerate(scene.objects):
+            assert all(sc.object_distance(a, b) >= 0.1 for b in scene.objects[i + 1:] if "cube" not in a.name + b.name)
+
+
 def test_frames_are_what_the_node_gives_the_model(tasks):
     """A 640x480 camera frame smart-resized at the training budget, pixel for pixel."""
     for task in tasks[:3]:

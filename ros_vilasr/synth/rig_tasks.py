@@ -1,8 +1,9 @@
 """The demo's questions in rooms it has never seen: a two-camera rig looks into a random room.
 
 Same set-up as the bundled recording (``demo.layout``): two cameras 1.2 m apart, toed in, tilted
-down, 640x480 frames; here the room, its furniture, the rig's pose and an optional small cube on
-top of a piece of furniture are random, so a model trained on these never sees the demo's room.
+down, 640x480 frames; here the room, its furniture, the rig's pose, an optional small cube on top
+of a piece of furniture and whether the demo's robot stands on the floor are random, so a model
+trained on these never sees the demo's room.
 Frames are rendered at the cameras' 640x480 and resized the way a session resizes them at the
 training pixel budget (``GRID``), so the model meets exactly what the node gives it.
 
@@ -33,6 +34,7 @@ CAMERAS = ("left", "right")
 MOUNTS = {"left": (-0.6, 12.0), "right": (0.6, -12.0)}  # lateral offset m, toe-in deg (as the demo)
 CUBE = ("red cube", (220, 30, 30), (0.2, 0.2, 0.2))
 SUPPORTS = ("table", "crate", "box", "cabinet", "bed")  # what a cube may stand on
+ROBOT = ("robot", (240, 120, 20), (0.4, 0.4, 0.4))  # the demo's mobile robot, roaming some rooms
 MIN_BOX_SIDE = 14  # grid pixels: smaller visible boxes do not count as clearly visible
 SIDE_MARGIN = 24  # grid pixels between the two centres of a side question
 DISTANCE_MARGIN = 0.3  # metres between the closest and the second closest candidate
@@ -97,6 +99,20 @@ def random_rig_scene(rng, room: sc.Room) -> sc.Scene:
         name, color, size = CUBE
         cube = sc.SceneObject(name, color, (base.position[0], base.position[1], base.top + size[2] / 2), size)
         scene = sc.Scene((*scene.objects, cube), room)
+    if rng.random() < 0.5:
+        scene = _with_robot(rng, scene)
+    return scene
+
+
+def _with_robot(rng, scene: sc.Scene) -> sc.Scene:
+    """``scene`` with the robot somewhere on its floor, clear of the furniture (or unchanged)."""
+    name, color, size = ROBOT
+    sx, sy, _ = scene.room.size
+    for _ in range(50):
+        x, y = (float(rng.uniform(size[i] / 2 + 0.1, side - size[i] / 2 - 0.1)) for i, side in enumerate((sx, sy)))
+        robot = sc.SceneObject(name, color, (round(x, 3), round(y, 3), size[2] / 2), size)
+        if all(sc.object_distance(robot, other) >= 0.1 for other in scene.objects):
+            return sc.Scene((*scene.objects, robot), scene.room)
     return scene
 
 
