@@ -3,8 +3,9 @@
 The model is the project's fake OpenAI-compatible server (a test double: no model server runs
 here) with a little sight: it finds the red and the blue square in the image it is sent and says
 whether red is left (A) or right (B) of blue. The camera shows a sequence in which the red square
-moves from the left of the blue one to its right; every frame is a key frame (the background
-flickers), so the watch is asked again and again, and must speak exactly when the relation flips.
+moves from the left of the blue one to its right, leaving the view on the way (the model then
+cannot answer); every frame is a key frame (the background flickers), so the watch is asked again
+and again, and must speak exactly when its outcome changes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ OPTIONS = ["A. left", "B. right"]
 
 
 class Sighted:
-    """Answers A when the red square's centre is left of the blue one's, B otherwise."""
+    """Answers A when the red square's centre is left of the blue one's, B otherwise; with no red
+    square in view, writes a turn with neither a drawing nor an answer (a tool error)."""
 
     def __init__(self):
         self.asked = 0
@@ -44,17 +46,20 @@ class Sighted:
         url = next(p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
                    for p in m["content"] if p["type"] == "image_url")
         rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")).astype(int)
-        red = np.argwhere((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60))[:, 1].mean()
+        red = np.argwhere((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60))[:, 1]
         blue = np.argwhere((rgb[..., 2] > 200) & (rgb[..., 0] < 60) & (rgb[..., 1] < 60))[:, 1].mean()
         with self.lock:
             self.asked += 1
-        return answer_turn("A" if red < blue else "B"), "stop", 5
+        if not red.size:
+            return "<think>I cannot find the red square.</think>", "stop", 5
+        return answer_turn("A" if red.mean() < blue else "B"), "stop", 5
 
 
-def frame(red_x: int, k: int) -> np.ndarray:
+def frame(red_x: int | None, k: int) -> np.ndarray:
     rgb = np.full((240, 320, 3), 90 + 60 * (k % 2), np.uint8)  # flickers: every frame is a key frame
     rgb[100:140, 150:190] = (30, 30, 230)  # blue, x 150..190
-    rgb[100:140, red_x:red_x + 40] = (230, 30, 30)
+    if red_x is not None:
+        rgb[100:140, red_x:red_x + 40] = (230, 30, 30)
     return rgb
 
 
@@ -86,7 +91,7 @@ def call(client, service, request):
     return wait_for(lambda: future.done() and future, what="service response").result()
 
 
-def show(n, red_x: int, frames: int = 4) -> None:
+def show(n, red_x: int | None, frames: int = 4) -> None:
     """``frames`` frames with the red square at ``red_x``, each asked about before the next."""
     for _ in range(frames):
         asked = n["model"].asked
@@ -111,19 +116,22 @@ def test_a_watch_speaks_exactly_when_the_relation_changes(node):
     assert registered.success and registered.id > 0
     show(node, red_x=60)  # red left of blue, four times
     wait_for(lambda: node["events"], what="the first answer")
-    show(node, red_x=250)  # red moves to the right of blue
-    wait_for(lambda: len(node["events"]) >= 2, what="the change")
+    show(node, red_x=None, frames=2)  # red leaves the view: the robot hears once that no answer came, and why
+    wait_for(lambda: len(node["events"]) >= 2, what="the failed ask")
+    show(node, red_x=250)  # red comes back on the right of blue
+    wait_for(lambda: len(node["events"]) >= 3, what="the change")
     show(node, red_x=260)
-    assert [(e.watch_id, e.previous_answer, e.answer, e.choice) for e in node["events"]] == [
-        (registered.id, "", "A", "A"), (registered.id, "A", "B", "B")]
-    assert node["events"][1].question == QUESTION
+    assert [(e.watch_id, e.previous_answer, e.choice, e.finish_reason) for e in node["events"]] == [
+        (registered.id, "", "A", "answer"), (registered.id, "A", "", "tool_error"), (registered.id, "", "B", "answer")]
+    assert node["events"][1].error == "no usable operation" and node["events"][2].answer == "B"
+    assert node["events"][2].question == QUESTION
 
     # it survives deactivate / activate
     assert client.transition(Transition.TRANSITION_DEACTIVATE)
     assert client.transition(Transition.TRANSITION_ACTIVATE)
     show(node, red_x=40, frames=2)
-    wait_for(lambda: len(node["events"]) >= 3, what="the change back")
-    assert (node["events"][2].previous_answer, node["events"][2].answer) == ("B", "A")
+    wait_for(lambda: len(node["events"]) >= 4, what="the change back")
+    assert (node["events"][3].previous_answer, node["events"][3].answer) == ("B", "A")
 
     # bounded, and gone once unwatched
     second = call(client, node["watch"], Watch.Request(question="Is red above blue?", cameras=[CAM]))
@@ -141,4 +149,4 @@ def test_a_watch_speaks_exactly_when_the_relation_changes(node):
         return int(client.camera_values(CAM)["received"]) > received
     wait_for(received_one, what="a frame received")
     time.sleep(0.5)
-    assert node["model"].asked == asked and len(node["events"]) == 3
+    assert node["model"].asked == asked and len(node["events"]) == 4

@@ -342,11 +342,12 @@ def _follow_watch(client, w: dict, choice: EngineChoice, args, stop) -> dict:
             frame = layout.frame_at(event.source_headers[0].stamp.sec * 1_000_000_000
                                     + event.source_headers[0].stamp.nanosec) if event.source_headers else None
             truth = w["answer_per_frame"][frame] if frame is not None else ""
-            before = event.previous_answer or "(first answer)"
-            say(f"  {tag}watch event: {before} -> {printable(event.answer, 80) or '(none)'} "
-                f"({event.finish_reason}) on frame {frame}; ground truth there: {truth}")
+            before = event.previous_answer or ("(no answer)" if events else "(first answer)")
+            after = (printable(event.answer, 80) if event.finish_reason == "answer"
+                     else f"no answer ({event.finish_reason}: {event.error})")
+            say(f"  {tag}watch event: {before} -> {after} on frame {frame}; ground truth there: {truth}")
             events.append({"answer": event.answer, "previous_answer": event.previous_answer, "frame": frame,
-                           "truth": truth, "finish_reason": event.finish_reason})
+                           "truth": truth, "finish_reason": event.finish_reason, "error": event.error})
         time.sleep(0.05)
     removed = client.unwatch(watch_id)
     say(f"  {len(events)} watch event(s); unwatched: {'yes' if removed else 'NO'}")

@@ -1,7 +1,9 @@
 """Standing questions: ``~/watch`` registers a question once, the node asks it again whenever one
 of its cameras gives a new key frame (a visible change, the key-frame threshold) and at most every
 ``min_interval_s``, and ``~/watch_events`` hears the answer only when its typed value changes —
-the first answer too, with an empty ``previous_answer``. ``~/unwatch`` removes it.
+the first answer too, with an empty ``previous_answer``. An ask that ends without an answer (the
+model's dialogue broke off: a tool error, the token cap, ...) is an outcome too: the robot hears it
+once, with its finish reason and error, and again when an answer returns. ``~/unwatch`` removes it.
 
 Watches outlive deactivate / activate (they are the robot's standing orders, not the model's).
 They run as background jobs: admitted only when no goal or ``~/ask`` question waits, one at a time
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 
 from .queries import TEXT, QueryRejected, typed_answer
 
+FAILED = "failed"  # an outcome kind beside typed_answer's: the ask ended without an answer
+
 
 @dataclass(eq=False)
 class Watch:
@@ -28,8 +32,8 @@ class Watch:
     cameras: list[str]  # the node's camera names
     min_interval_s: float
     asked: float = -math.inf  # monotonic time of the last ask
-    typed: tuple | None = None  # (kind, choice, value) of the last answer
-    text: str = ""  # the last answer
+    outcome: tuple | None = None  # the last: (kind, choice, value) of an answer, or (FAILED, finish reason)
+    text: str = ""  # the last answer ("" after a failed ask)
     busy: bool = False  # asked, not answered yet
 
 
@@ -68,19 +72,23 @@ class Watches:
                 w.busy, w.asked = True, now
             return due
 
-    def answered(self, watch: Watch, answer: str | None) -> str | None:
-        """Record a finished ask (``answer`` None when it ended without one). Returns the previous
-        answer when the typed answer changed (the event to publish), else None."""
+    def answered(self, watch: Watch, answer: str | None, failed: str | None = None) -> str | None:
+        """Record a finished ask: its ``answer``, or ``failed`` (the finish reason of an ask that
+        ended without one); neither when it never ran to an end. Returns the previous answer when
+        the watch's outcome changed (the event to publish), else None."""
         with self._lock:
             watch.busy = False
-            if answer is None or watch.id not in self._watches:
+            if watch.id not in self._watches or (answer is None and failed is None):
                 return None
-            typed = typed_answer(answer, watch.problem_type, watch.options)
-            if typed[0] == TEXT:  # free text: its words are the answer
-                typed = (TEXT, " ".join(answer.lower().split()), 0.0)
-            if typed == watch.typed:
+            if answer is None:
+                outcome, answer = (FAILED, failed), ""
+            else:
+                outcome = typed_answer(answer, watch.problem_type, watch.options)
+                if outcome[0] == TEXT:  # free text: its words are the answer
+                    outcome = (TEXT, " ".join(answer.lower().split()), 0.0)
+            if outcome == watch.outcome:
                 return None
-            previous, watch.typed, watch.text = watch.text, typed, answer
+            previous, watch.outcome, watch.text = watch.text, outcome, answer
             return previous
 
 
@@ -140,8 +148,10 @@ class WatchService:
             self.node.worker.submit_background(job)
 
     def _done(self, watch: Watch, job) -> None:
-        answer = job.session.answer if job.finish_reason == "answer" else None
-        previous = self.watches.answered(watch, answer)
+        reason = job.finish_reason
+        answer = job.session.answer if reason == "answer" else None
+        failed = None if reason in ("answer", "cancelled", "rejected") else reason  # cancelled: never ran out
+        previous = self.watches.answered(watch, answer, failed)
         if previous is not None and self._events is not None:
             msg = self.node.answer_message(job)
             msg.watch_id, msg.previous_answer = watch.id, previous
