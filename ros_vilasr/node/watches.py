@@ -150,7 +150,8 @@ class WatchService:
     def _done(self, watch: Watch, job) -> None:
         reason = job.finish_reason
         answer = job.session.answer if reason == "answer" else None
-        failed = None if reason in ("answer", "cancelled", "rejected") else reason  # cancelled: never ran out
+        # a cancelled or refused ask never ran to an end: it says nothing about the question
+        failed = None if reason in ("answer", "cancelled", "rejected") else reason
         previous = self.watches.answered(watch, answer, failed)
         if previous is not None and self._events is not None:
             msg = self.node.answer_message(job)
