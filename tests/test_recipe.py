@@ -14,7 +14,7 @@ import json
 
 import pytest
 import yaml
-from vilasr_train.config import resolve_config_path
+from vilasr_train.config import InputError, resolve_config_path
 from vilasr_train.recipe import baselines, pass_at_k, run, summarize_rows
 
 EASY = ["rig_side"]
@@ -78,6 +78,13 @@ def test_a_finished_step_is_not_run_again(stage1_run):
     assert changed == set()
     with pytest.raises(ValueError, match="unknown step 'stage9'"):
         run(str(config), out, until="stage9")
+    # another recipe in the same directory is refused, not continued on the old one's data and stages
+    other = yaml.safe_load(config.read_text())
+    other["data"]["train"]["rig"]["n"], other["minutes"]["stage1"] = 30, 99
+    config.with_name("other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(InputError, match=r"another recipe \(data\.train\.rig\.n changed\)"):
+        run(str(config.with_name("other.yaml")), out, until="eval_stage1")
+    assert yaml.safe_load((out / "recipe.yaml").read_text()) == yaml.safe_load(config.read_text())
 
 
 def test_summaries_count_what_the_dialogues_did():

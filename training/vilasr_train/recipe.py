@@ -335,12 +335,32 @@ def export_model(source: Path, target: Path, recipe: dict) -> None:
 
 # -- the command -----------------------------------------------------------------------------------
 
+def changed_keys(old, new, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two recipes."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(old.keys() | new.keys()) for k in changed_keys(old.get(key), new.get(key),
+                                                                                  f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_same_recipe(path: Path, recipe: dict) -> None:
+    """A run directory continues only the recipe that started it: its finished steps (data, stages)
+    would silently stand for the old one. The planned minutes may change."""
+    if not path.is_file():
+        return
+    changed = [k for k in changed_keys(yaml.safe_load(path.read_text()), recipe) if k.split(".")[0] != "minutes"]
+    if changed:
+        raise InputError(f"{path.parent} was started by another recipe ({', '.join(changed)} changed) and its "
+                         "finished steps follow that one: give a fresh --out, or the same recipe to continue")
+
+
 def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, until: str | None = None) -> dict | None:
     """Run (or continue) the recipe into ``out``; ``until``: stop after this step. Returns the report
     (None when stopped before it)."""
     recipe = load_recipe(name, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_same_recipe(out / "recipe.yaml", recipe)
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     data, timing_path = out / "data", out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
