@@ -106,12 +106,9 @@ def random_rig_scene(rng, room: sc.Room) -> sc.Scene:
 
 def _with_robot(rng, scene: sc.Scene) -> sc.Scene:
     """``scene`` with the robot somewhere on its floor, clear of the furniture (or unchanged)."""
-    name, color, size = ROBOT
-    sx, sy, _ = scene.room.size
     for _ in range(50):
-        x, y = (float(rng.uniform(size[i] / 2 + 0.1, side - size[i] / 2 - 0.1)) for i, side in enumerate((sx, sy)))
-        robot = sc.SceneObject(name, color, (round(x, 3), round(y, 3), size[2] / 2), size)
-        if all(sc.object_distance(robot, other) >= 0.1 for other in scene.objects):
+        robot = sc.floor_spot(rng, *ROBOT, scene.room)
+        if sc.clear_of(robot, scene.objects):
             return sc.Scene((*scene.objects, robot), scene.room)
     return scene
 

@@ -410,12 +410,22 @@ def random_scene(rng: np.random.Generator | int, n_objects: int, room: Room | No
         name, color, base = CATALOG[int(k)]
         for _ in range(max_tries):
             size = tuple(float(round(s * rng.uniform(0.8, 1.2), 3)) for s in base)
-            x = rng.uniform(size[0] / 2 + 0.1, room.size[0] - size[0] / 2 - 0.1)
-            y = rng.uniform(size[1] / 2 + 0.1, room.size[1] - size[1] / 2 - 0.1)
-            obj = SceneObject(name, color, (round(float(x), 3), round(float(y), 3), size[2] / 2), size)
-            if all(object_distance(obj, other) >= 0.1 for other in placed):
+            obj = floor_spot(rng, name, color, size, room)
+            if clear_of(obj, placed):
                 placed.append(obj)
                 break
         else:
             raise RuntimeError(f"could not place {name!r} without overlap in {max_tries} tries")
     return Scene(tuple(placed), room)
+
+
+def floor_spot(rng: np.random.Generator, name: str, color: Color, size: Vec3, room: Room) -> SceneObject:
+    """``name`` standing at a random spot of ``room``'s floor, 10 cm clear of the walls."""
+    x = rng.uniform(size[0] / 2 + 0.1, room.size[0] - size[0] / 2 - 0.1)
+    y = rng.uniform(size[1] / 2 + 0.1, room.size[1] - size[1] / 2 - 0.1)
+    return SceneObject(name, color, (round(float(x), 3), round(float(y), 3), size[2] / 2), size)
+
+
+def clear_of(obj: SceneObject, others, gap: float = 0.1) -> bool:
+    """At least ``gap`` metres from every one of ``others`` (furniture does not overlap)."""
+    return all(object_distance(obj, other) >= gap for other in others)

@@ -306,7 +306,7 @@ def _with_copies(rng, scene: sc.Scene, name: str, count: int) -> sc.Scene:
             y = round(float(rng.uniform(half_y + 0.1, sy - half_y - 0.1)), 3)
             copy = dataclasses.replace(original, name=f"{name} {len(copies) + 1}",
                                        position=(x, y, original.position[2]))
-            if all(sc.object_distance(copy, o) >= 0.1 for o in placed + copies):
+            if sc.clear_of(copy, placed + copies):
                 copies.append(copy)
                 break
         else:
