@@ -1,9 +1,10 @@
 """``vilasr-train recipe``: the embedded model's recipe at a scale the suite can afford.
 
-The shipped recipe with tiny sizes (one task family, a ~0.3 M-parameter model, 160 SFT steps) runs
-data, a tokenizer and model from scratch, stage 1 and its held-out evaluation: held-out items are
-new rooms, every held-out item is evaluated, stage 1 learns (teacher-forced loss falls by 4x), and
-a second run of the same command does nothing. At this scale the model does not yet write its
+The shipped recipe with tiny sizes (one task family and the perception questions, a ~0.3 M-parameter
+model, 20 pretraining and 160 SFT steps) runs data, a tokenizer and model from scratch, perception
+pretraining, stage 1 from it and its held-out evaluation: held-out items are new rooms, every
+held-out item is evaluated, stage 1 learns (teacher-forced loss falls by 4x), and a second run of
+the same command does nothing. At this scale the model does not yet write its
 drawing JSON reliably — a held-out accuracy above chance needs the full recipe (its evaluation is
 benchmarks/results/embedded_model.md).
 """
@@ -11,6 +12,7 @@ benchmarks/results/embedded_model.md).
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import yaml
@@ -23,7 +25,7 @@ EASY = ["rig_side"]
 def small_recipe(path):
     recipe = yaml.safe_load(resolve_config_path("recipe_embedded").read_text())
     recipe["data"] = {
-        "train": {"rig": {"n": 24, "seed": 7, "sub_tasks": EASY}},
+        "train": {"rig": {"n": 24, "seed": 7, "sub_tasks": EASY}, "look": {"n": 8, "seed": 10, "sizes": [3]}},
         "heldout": {"rig": {"n": 6, "seed": 8, "sub_tasks": EASY}},
         "rl": {"rig": {"n": 2, "seed": 9, "sub_tasks": EASY}},
     }
@@ -34,6 +36,8 @@ def small_recipe(path):
                                    "fullatt_block_indexes": [0]})
     recipe["stages"]["stage1"]["set"] = {"max_steps": 160, "learning_rate": 3.0e-3, "warmup_steps": 10,
                                          "gradient_accumulation_steps": 1, "save_steps": 80, "logging_steps": 10}
+    recipe["stages"]["pretrain"]["set"] = {"max_steps": 20, "per_device_train_batch_size": 2,
+                                           "gradient_accumulation_steps": 1, "save_steps": 10, "logging_steps": 5}
     recipe["eval"].update(batch_size=6, max_new_tokens=96)
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -43,12 +47,21 @@ def small_recipe(path):
 def stage1_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recipe")
     config = small_recipe(tmp / "recipe.yaml")
-    run(str(config), tmp / "out", until="eval_stage1")
-    return config, tmp / "out"
+    messages, handler = [], logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("vilasr_train")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        run(str(config), tmp / "out", until="eval_stage1")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    return config, tmp / "out", messages
 
 
 def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
-    _, out = stage1_run
+    _, out, messages = stage1_run
     data = out / "data"
     summary = json.loads((out / "eval_stage1" / "stage_summary.json").read_text())
     assert summary["n"] == {"rig_side": 6} and sum(summary["finish_reasons"].values()) == 6
@@ -63,14 +76,22 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
     # the model directory of every step is complete and carries the run profile
     profile = json.loads((out / "init" / "vilasr_model.json").read_text())
     assert profile == {"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0}
-    for step in ("init", "stage1"):
+    # pretraining sees the perception questions only; stage 1 starts from it and keeps them in its mix
+    files = {step: set(json.loads((out / step / "data_report.json").read_text())["files"]) for step in ("pretrain", "stage1")}
+    assert files == {"pretrain": {str(data / "train/look/trajectories.json")},
+                     "stage1": {str(data / f"train/{f}/trajectories.json") for f in ("look", "rig")}}
+    pretrain = json.loads(next((out / "pretrain").glob("checkpoint-20/trainer_state.json")).read_text())["log_history"]
+    assert [h["step"] for h in pretrain if "loss" in h] == [5, 10, 15, 20]
+    started = [m.split(":")[0] for m in messages if m.startswith("model ") and "trainable parameters" in m]
+    assert started == [f"model {out / 'init'}", f"model {out / 'pretrain'}"]
+    for step in ("init", "pretrain", "stage1"):
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (out / step).iterdir()}
     text = json.loads((out / "init" / "config.json").read_text())["text_config"]
     assert text["rope_parameters"]["rope_theta"] == 1000.0  # the recipe's, not Qwen's 1e6
 
 
 def test_a_finished_step_is_not_run_again(stage1_run):
-    config, out = stage1_run
+    config, out, _ = stage1_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     run(str(config), out, until="eval_stage1")
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

@@ -215,8 +215,14 @@ def _path_length_question(maze: Maze, route_runs) -> tuple[str, None, str]:
     return question, None, str(sum(n for _, n in route_runs))
 
 
-def _where(cell: Cell) -> str:
+def where(cell: Cell) -> str:
     return f"row {cell[0] + 1}, column {cell[1] + 1}"
+
+
+def ends(maze: Maze) -> str:
+    """Where S and G are, as the oracle's first thought (and the perception questions) say it."""
+    return (f"The green start S is at {where(maze.start)} and the red goal G at {where(maze.goal)} "
+            f"of the {maze.size}x{maze.size} grid.")
 
 
 def _run_line(maze: Maze, corners: list[Cell], k: int, end: Cell | None = None) -> dict:
@@ -244,12 +250,10 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
     steps = []
     for c, chunk in enumerate(chunks):
         if c == 0:
-            thought = (f"The green start S is at {_where(maze.start)} and the red goal G at "
-                       f"{_where(maze.goal)} of the {maze.size}x{maze.size} grid. I trace the open "
-                       "corridor from S, one line per straight run between cell centres.")
+            thought = f"{ends(maze)} I trace the open corridor from S, one line per straight run between cell centres."
         else:
             thought = ("Image {latest[0]} shows the route so far, along open corridors to "
-                       f"{_where(corners[chunk[0]])}. I continue the trace from there.")
+                       f"{where(corners[chunk[0]])}. I continue the trace from there.")
         steps.append(PlanStep(thought, PATH_TRACER, [(0, _run_line(maze, corners, k)) for k in chunk]))
 
     mistake = None
@@ -258,8 +262,8 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
         at = int(rng.integers(len(chunks[step])))
         k = chunks[step][at]
         wrong_end = _wrong_end(maze.size, corners[k], corners[k + 1])
-        reason = (f"the line 'run {k + 1}' does not follow the corridor; it ends at {_where(wrong_end)} and "
-                  f"cuts across a wall. The corridor actually turns at {_where(corners[k + 1])}.")
+        reason = (f"the line 'run {k + 1}' does not follow the corridor; it ends at {where(wrong_end)} and "
+                  f"cuts across a wall. The corridor actually turns at {where(corners[k + 1])}.")
         mistake = Mistake(step, at, _run_line(maze, corners, k, wrong_end), reason)
 
     dialogue = OracleDialogue(1)

@@ -6,7 +6,9 @@ and the three stages' configs. The command runs, in order, each step once:
   data        synthetic tasks with oracle trajectories (train), held-out evaluation sets (other
               seeds: unseen mazes, rooms and camera poses) and RL prompts
   init        a tokenizer trained on the training text and a random Qwen2.5-VL of the recipe's shape
-  stage1      ``vilasr-train sft`` on the oracle trajectories
+  pretrain    (when the recipe has it) ``vilasr-train sft`` on one-turn perception questions only
+              (``synth.look``): the grounding a base VLM has before it is taught to draw
+  stage1      ``vilasr-train sft`` on the oracle trajectories (from the pretrained model if any)
   stage2      ``vilasr-train reflect --sft`` from stage 1 (reflective rejection sampling)
   stage3      ``vilasr-train grpo`` from stage 2 (drawing inside the rollouts)
   eval_*      held-out accuracy after every stage (greedy), pass@1 / pass@k with sampling
@@ -70,9 +72,10 @@ def load_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict:
 def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = None, **options):
     """``n`` tasks of one generator family, restricted to ``sub_tasks`` (generators cycle through
     their sub-tasks by index, so the kept indices are those of the wanted sub-tasks)."""
-    from ros_vilasr.synth import maze, rig_metric, rig_tasks, scene_tasks
+    from ros_vilasr.synth import look, maze, rig_metric, rig_tasks, scene_tasks
 
-    make, names = {"maze": (maze.maze_task, maze.SUB_TASKS), "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
+    make, names = {"maze": (maze.maze_task, maze.SUB_TASKS), "look": (look.look_task, look.SUB_TASKS),
+                   "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
                    "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
                    "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}[family]
     if "sizes" in options:
@@ -131,7 +134,8 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
     directory of the model it produced. Stage 2 samples first and fine-tunes only when it kept
     something; when it kept nothing, its model is stage 1's, unchanged (and the report says so)."""
     spec = recipe["stages"][stage]
-    files = sorted(str(p) for p in data.glob(f"{spec['data']}/*/{spec['file']}"))
+    files = sorted(str(p) for p in data.glob(f"{spec['data']}/*/{spec['file']}")
+                   if "families" not in spec or p.parent.name in spec["families"])
     overrides = {"model": str(model), "out": str(out), "data": files, "resume": True} | spec.get("set", {})
     stage_module = importlib.import_module(f"vilasr_train.{spec['command']}")
     log.info("%s: vilasr-train %s --config %s (%d data files)", stage, spec["command"], spec["config"], len(files))
@@ -252,7 +256,8 @@ def baselines(data: Path) -> dict[str, dict]:
 # -- report ----------------------------------------------------------------------------------------
 
 def family(task: str) -> str:
-    return "maze" if task.startswith("maze") else "scene"
+    """maze, look (perception questions, not in either mean) or scene."""
+    return next((f for f in ("maze", "look") if task.startswith(f)), "scene")
 
 
 def write_report(out: Path, recipe: dict, data: Path) -> dict:
@@ -364,8 +369,9 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     data, timing_path = out / "data", out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    models = {"init": out / "init", "stage1": out / "stage1", "stage2": out / "stage2" / "sft",
-              "stage3": out / "stage3"}
+    models = {"init": out / "init", "pretrain": out / "pretrain", "stage1": out / "stage1",
+              "stage2": out / "stage2" / "sft", "stage3": out / "stage3"}
+    base = "pretrain" if "pretrain" in recipe["stages"] else "init"
 
     def stage_eval(model: Path, d: Path) -> None:
         if (model / UNCHANGED).is_file():  # same weights as the stage before: same greedy answers
@@ -387,7 +393,8 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
     steps = [
         ("data", lambda d: make_data(recipe, data)),
         ("init", lambda d: init_model(recipe, d, data)),
-        ("stage1", lambda d: run_stage("stage1", recipe, models["init"], data, d)),
+        ("pretrain", lambda d: run_stage("pretrain", recipe, models["init"], data, d)),
+        ("stage1", lambda d: run_stage("stage1", recipe, models[base], data, d)),
         ("eval_stage1", lambda d: stage_eval(models["stage1"], d)),
         ("stage2", lambda d: run_stage("stage2", recipe, models["stage1"], data, d)),
         ("eval_stage2", lambda d: stage_eval(models["stage2"], d)),
@@ -397,6 +404,7 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
         ("passk_stage3", lambda d: stage_passk(models["stage3"], d)),
         ("report", finish),
     ]
+    steps = [(s, a) for s, a in steps if s != "pretrain" or base == "pretrain"]
     names = [s for s, _ in steps]
     if until is not None and until not in names:
         raise InputError(f"unknown step {until!r}; the steps are {', '.join(names)}")
