@@ -64,17 +64,23 @@ def _log_history(stage_dir: Path) -> list[dict]:
 
 
 def plot_curves(run: Path, path: Path) -> dict:
-    """Learning curves: stage-1 loss and token accuracy, stage-2 SFT loss, stage-3 reward."""
+    """Learning curves: perception pretraining loss, stage-1 loss and token accuracy, stage-2 SFT
+    loss, stage-3 reward."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {"stage1": [(h["step"], h["loss"], h.get("mean_token_accuracy")) for h in _log_history(run / "stage1")
+    curves = {"pretrain": [(h["step"], h["loss"]) for h in _log_history(run / "pretrain") if "loss" in h],
+              "stage1": [(h["step"], h["loss"], h.get("mean_token_accuracy")) for h in _log_history(run / "stage1")
                          if "loss" in h],
               "stage2_sft": [(h["step"], h["loss"]) for h in _log_history(run / "stage2" / "sft") if "loss" in h],
               "stage3_reward": [(h["step"], h["reward"]) for h in _log_history(run / "stage3") if "reward" in h]}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    if curves["pretrain"]:
+        axes[0].plot(*zip(*curves["pretrain"]))
+    axes[0].set_title("pretraining on perception questions: loss")
+    axes = axes[1:]
     if curves["stage1"]:
         steps, loss, acc = zip(*curves["stage1"])
         axes[0].plot(steps, loss, label="loss")
@@ -87,7 +93,7 @@ def plot_curves(run: Path, path: Path) -> dict:
     if curves["stage3_reward"]:
         axes[2].plot(*zip(*curves["stage3_reward"]), marker="o")
     axes[2].set_title("stage 3 GRPO: mean rollout reward")
-    for ax in axes:
+    for ax in fig.axes:
         ax.set_xlabel("optimizer step")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
