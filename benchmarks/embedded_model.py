@@ -76,11 +76,11 @@ def plot_curves(run: Path, path: Path) -> dict:
                          if "loss" in h],
               "stage2_sft": [(h["step"], h["loss"]) for h in _log_history(run / "stage2" / "sft") if "loss" in h],
               "stage3_reward": [(h["step"], h["reward"]) for h in _log_history(run / "stage3") if "reward" in h]}
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    if curves["pretrain"]:
+    fig, axes = plt.subplots(1, 3 + bool(curves["pretrain"]), figsize=(13 + 4 * bool(curves["pretrain"]), 3.6))
+    if curves["pretrain"]:  # a recipe with a pretrain stage
         axes[0].plot(*zip(*curves["pretrain"]))
-    axes[0].set_title("pretraining on perception questions: loss")
-    axes = axes[1:]
+        axes[0].set_title("pretraining on perception questions: loss")
+        axes = axes[1:]
     if curves["stage1"]:
         steps, loss, acc = zip(*curves["stage1"])
         axes[0].plot(steps, loss, label="loss")

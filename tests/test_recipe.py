@@ -1,8 +1,9 @@
 """``vilasr-train recipe``: the embedded model's recipe at a scale the suite can afford.
 
-The shipped recipe with tiny sizes (one task family and the perception questions, a ~0.3 M-parameter
-model, 20 pretraining and 160 SFT steps) runs data, a tokenizer and model from scratch, perception
-pretraining, stage 1 from it and its held-out evaluation: held-out items are new rooms, every
+The shipped ``recipe_embedded_look`` (``recipe_embedded`` and a perception pretraining stage) with
+tiny sizes (one task family and the perception questions, a ~0.3 M-parameter model, 20 pretraining
+and 160 SFT steps) runs data, a tokenizer and model from scratch, pretraining, stage 1 from it and
+its held-out evaluation: held-out items are new rooms, every
 held-out item is evaluated, stage 1 learns (teacher-forced loss falls by 4x), and a second run of
 the same command does nothing. At this scale the model does not yet write its
 drawing JSON reliably — a held-out accuracy above chance needs the full recipe (its evaluation is
@@ -16,14 +17,14 @@ import logging
 
 import pytest
 import yaml
-from vilasr_train.config import InputError, resolve_config_path
-from vilasr_train.recipe import baselines, pass_at_k, run, summarize_rows
+from vilasr_train.config import InputError
+from vilasr_train.recipe import baselines, load_recipe, pass_at_k, run, summarize_rows
 
 EASY = ["rig_side"]
 
 
 def small_recipe(path):
-    recipe = yaml.safe_load(resolve_config_path("recipe_embedded").read_text())
+    recipe = load_recipe("recipe_embedded_look")  # recipe_embedded with a perception pretraining stage
     recipe["data"] = {
         "train": {"rig": {"n": 24, "seed": 7, "sub_tasks": EASY}, "look": {"n": 8, "seed": 10, "sizes": [3]}},
         "heldout": {"rig": {"n": 6, "seed": 8, "sub_tasks": EASY}},

@@ -157,7 +157,7 @@ def test_maze_items_solvable_from_the_pixels(maze_dir):
 
 
 def test_perception_answers_are_read_from_the_pixels(tmp_path):
-    write_dataset(look.look_tasks(6, seed=5, sizes=(3, 4)), tmp_path, total=6)
+    write_dataset(look.look_tasks(6, seed=5, sizes=(3, 4), contexts=("short", "maze")), tmp_path, total=6)
     items, trajectories = load(tmp_path)
     assert {i["grid_size"] for i in items} == {3, 4}
     for item, t in zip(items, trajectories):
@@ -167,6 +167,18 @@ def test_perception_answers_are_read_from_the_pixels(tmp_path):
         # phrased as the maze oracle's first thought, so pretraining teaches what the dialogues ask
         assert t["conversations"][-1]["content"].startswith(f"<think>{maze.ends(maze.Maze(n, frozenset(), start, goal))}")
         assert len(t["conversations"]) == 3 and t["images"] == item["image_path"]  # one turn, no drawing
+    # every other question carries a maze item's whole question (options too) before the ask, so
+    # the cells are read at the distances from the image that the maze dialogues have
+    questions = [i["question"] for i in items]
+    assert questions[0] == f"This is a {items[0]['grid_size']}x{items[0]['grid_size']} maze. {look.ASK}"
+    asked = maze.maze_task(5, 1, sizes=(3, 4))
+    assert questions[1] == "\n".join([asked.question, *asked.options, "Answer with the option's letter from the given "
+                                      f"choices directly.", f"Do not answer that yet. {look.ASK}"])
+    assert ["Do not answer" in q for q in questions] == [False, True] * 3
+    noted = [look.look_task(5, i, contexts=("notes",)).question.split(". ")[1:-1] for i in range(8)]
+    assert len({len(n) for n in noted}) > 2 and all(f"{x}." in look.NOTES for n in noted for x in n)
+    with pytest.raises(ValueError, match="unknown perception context 'wide'"):
+        look.look_task(5, 0, contexts=("wide",))
 
 
 def scene_of(item):

@@ -6,10 +6,14 @@ VLM learns grounding before it is taught to reason. Trained on the maze dialogue
 embedded model never learned where S is (held-out, below the most frequent answer after 2,200
 steps); on these short questions it learns that in a few hundred steps
 (``recipe_embedded``'s ``pretrain`` step). The start's cell is phrased exactly as the maze oracle's
-first thought, so what is learned here is what the dialogues ask for. (Questions about which
-sides of a cell are open, mixed in half and half, kept the model from learning even this in 450
-steps: their thoughts copy "row r, column c" from the question, where these must read it off
-the image.)
+first thought, so what is learned here is what the dialogues ask for.
+
+Half of the questions carry a maze item's whole question (options included) before the ask. Asked
+always the same short question, the model learns to read the cells at that one distance between
+image and answer only: ten more words in the question and it is below the most frequent answer
+(benchmarks/results/perception_probe.md), and in the dialogues it never finds S. (Questions about
+which sides of a cell are open, mixed in, kept it from learning even the short form in 450 steps:
+their thoughts copy "row r, column c" from the question, where these must read it off the image.)
 """
 
 from __future__ import annotations
@@ -18,32 +22,49 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ros_vilasr.core.prompts import question_block
+
 from . import maze as mz
 from .trajectories import OracleDialogue, SynthTask
 
 SUB_TASKS = ("look_maze_ends",)
 
 
-def _ends(m: mz.Maze) -> tuple[str, str, str]:
-    """(question, thought, answer) about the cells of S and G."""
-    question = f"This is a {m.size}x{m.size} maze. In which cells are the green start S and the red goal G?"
-    return question, mz.ends(m), f"S {mz.where(m.start)}; G {mz.where(m.goal)}"
+ASK = "In which cells are the green start S and the red goal G?"
+NOTES = ("Walls are the dark lines.", "Every cell is a square of the same size.", "The start is a green disc marked S.",
+         "The goal is a red disc marked G.", "A gap in a wall is a passage.", "Rows count from the top.",
+         "Columns count from the left.", "The border of the maze is a wall all round.")
 
 
-def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES) -> SynthTask:
-    """Item ``index`` of the perception set with this seed."""
-    rng = np.random.default_rng([seed, index, 2])
-    m = mz.generate_maze(rng, int(rng.choice(sizes)))
-    question, thought, answer = _ends(m)
+def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts: tuple[str, ...] = ("short",)
+              ) -> SynthTask:
+    """Item ``index`` of the perception set with this seed: the maze of maze item ``index`` (same
+    seed) and ``ASK``, in the context ``contexts[index % len(contexts)]``: ``short`` (the grid size
+    only), ``maze`` (after that maze item's whole question, options included) or ``notes`` (after
+    zero to eight true notes about mazes, in random order)."""
+    task = mz.maze_task(seed, index, sizes=sizes)
+    start, goal = (tuple(task.ground_truth[k]) for k in ("start", "goal"))
+    m = mz.Maze(task.grid_size, frozenset(), start, goal)
+    context = contexts[index % len(contexts)]
+    if context == "maze":
+        question = f"{question_block(task.question, task.options or (), task.problem_type)}\nDo not answer that yet. {ASK}"
+    elif context in ("short", "notes"):
+        rng = np.random.default_rng([seed, index, 2])
+        notes = [NOTES[i] for i in rng.permutation(len(NOTES))[:rng.integers(len(NOTES) + 1)]] if context == "notes" else []
+        question = " ".join([f"This is a {m.size}x{m.size} maze.", *notes, ASK])
+    else:
+        raise ValueError(f"unknown perception context {context!r}; expected short, maze or notes")
+    answer = f"S {mz.where(start)}; G {mz.where(goal)}"
     dialogue = OracleDialogue(1)
-    dialogue.answer(thought, answer)
+    dialogue.answer(mz.ends(m), answer)
     return SynthTask(
         id=f"look_{index:05d}", question=question, options=None, problem_type="free-form", answer=answer,
-        sub_task=SUB_TASKS[0], images=[mz.render(m)], turns=dialogue.turns,
+        sub_task=SUB_TASKS[0], images=task.images, turns=dialogue.turns,
         expected_new_images=dialogue.expected_new_images, grid_size=m.size,
-        ground_truth={"start": list(m.start), "goal": list(m.goal)})
+        ground_truth={"start": list(start), "goal": list(goal)})
 
 
-def look_tasks(n: int, seed: int, sizes: tuple[int, ...] = mz.SIZES) -> Iterator[SynthTask]:
+def look_tasks(n: int, seed: int, sizes: tuple[int, ...] = mz.SIZES, contexts: tuple[str, ...] = ("short",)
+               ) -> Iterator[SynthTask]:
     for index in range(n):
-        yield look_task(seed, index, sizes)
+        yield look_task(seed, index, sizes, contexts)

@@ -51,9 +51,20 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
 
 # -- the recipe file ---------------------------------------------------------------------------------
 
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it, mapping by mapping."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict:
-    """The recipe YAML (a path or a shipped name) with dotted-key overrides (``eval.n=4``)."""
+    """The recipe YAML (a path or a shipped name) with dotted-key overrides (``eval.n=4``). A
+    recipe with ``base: OTHER`` is OTHER with its keys laid over it."""
     recipe = yaml.safe_load(resolve_config_path(name).read_text())
+    if "base" in recipe:
+        recipe = merged(load_recipe(recipe.pop("base")), recipe)
     for key, value in (overrides or {}).items():
         *parents, leaf = key.split(".")
         node = recipe
@@ -78,8 +89,9 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
                    "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
                    "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
                    "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}[family]
-    if "sizes" in options:
-        options["sizes"] = tuple(options["sizes"])
+    for key in ("sizes", "contexts"):
+        if key in options:
+            options[key] = tuple(options[key])
     wanted = sub_tasks or names
     indices = (i for i in range(10 ** 9) if names[i % len(names)] in wanted)
     for _, index in zip(range(n), indices):

@@ -1,0 +1,134 @@
+"""Perception probe: does a model read where a maze's S and G are, and does it still when the
+question around the image changes?
+
+For each model, teacher-forced on the recipe's held-out mazes: the share of the four
+cell digits (S row, S column, G row, G column) of "The green start S is at row r, column c and the
+red goal G at row r', column c' ..." that the model predicts, beside the most frequent digit.
+Conditions: the short perception question (``synth.look``), the same with ten more words in it,
+a maze item's whole question before it, and the first turn of the held-out maze dialogues (where
+the drawing tasks need it).
+
+    python benchmarks/perception_probe.py --model pretrained=RUN/pretrain --model stage1=RUN/stage1 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
+from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
+from ros_vilasr.core.processor import load_processor  # noqa: E402
+from vilasr_train.data import encode_example  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+FILLER = "Moving only through open passages between adjacent cells."  # ten words
+DIGITS = ("S row", "S column", "G row", "G column")
+
+
+def conditions(out: Path, n: int) -> dict[str, list[dict]]:
+    """The four sets of records, written under ``out``: the recipe's held-out maze items (its seed
+    and sizes), each asked four ways."""
+    from vilasr_train.recipe import load_recipe
+
+    from ros_vilasr.core.prompts import question_block
+    from ros_vilasr.synth import look, maze
+    from ros_vilasr.synth.trajectories import write_dataset
+
+    spec = load_recipe("recipe_embedded")["data"]["heldout"]["maze"]
+    mazes = [maze.maze_task(spec["seed"], i, sizes=tuple(spec["sizes"])) for i in range(n)]
+
+    def asked(prefix) -> list:
+        return [replace(look.look_task(spec["seed"], i, sizes=tuple(spec["sizes"])), question=prefix(t))
+                for i, t in enumerate(mazes)]
+
+    sets = {"short question": asked(lambda t: f"This is a {t.grid_size}x{t.grid_size} maze. {look.ASK}"),
+            "ten more words": asked(lambda t: f"This is a {t.grid_size}x{t.grid_size} maze. {FILLER} {look.ASK}"),
+            "after a maze question": asked(lambda t: f"{question_block(t.question, t.options or (), t.problem_type)}"
+                                                     f"\nDo not answer that yet. {look.ASK}"),
+            "maze dialogue, first turn": mazes}
+    records = {}
+    for k, (name, tasks) in enumerate(sets.items()):
+        write_dataset(tasks, out / str(k), total=n)
+        records[name] = [{"conversations": r["conversations"], "images": [str(out / str(k) / p) for p in r["images"]]}
+                         for r in json.loads((out / str(k) / "trajectories.json").read_text())]
+    return records
+
+
+def cell_digits(tokens: list[str], first: int) -> list[int]:
+    """Positions of the four digits after " row " / " column " from the first assistant token."""
+    found, i = [], first
+    while len(found) < 4 and i < len(tokens) - 2:
+        if tokens[i] in (" row", " column") and tokens[i + 1] == " ":
+            found.append(i + 2)
+        i += 1
+    return found
+
+
+@torch.no_grad()
+def readout(model_dir: str, records: list[dict]) -> tuple[list[int], list[int], int]:
+    from transformers import AutoModelForImageTextToText
+
+    processor = load_processor(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    hits, truth = [0] * 4, [Counter() for _ in range(4)]
+    for record in records:
+        row = encode_example(processor, record, MAX_PIXELS_TRAIN)
+        ids = torch.tensor([row["input_ids"]])
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=row["pixel_values"],
+                       image_grid_thw=row["image_grid_thw"],
+                       mm_token_type_ids=torch.tensor([row["mm_token_type_ids"]])).logits[0]
+        tokens = processor.tokenizer.convert_ids_to_tokens(row["input_ids"])
+        tokens = [processor.tokenizer.convert_tokens_to_string([t]) for t in tokens]
+        first = next(i for i, label in enumerate(row["labels"]) if label != -100)
+        for k, pos in enumerate(cell_digits(tokens, first)):
+            hits[k] += int(logits[pos - 1].argmax().item() == row["input_ids"][pos])
+            truth[k][row["input_ids"][pos]] += 1
+    return hits, [c.most_common(1)[0][1] for c in truth], len(records)
+
+
+def run_model(spec: str, sets: dict[str, list[dict]]) -> list[dict]:
+    name, _, path = spec.partition("=")
+    rows = []
+    for condition, records in sets.items():
+        hits, majority, n = readout(path, records)
+        rows.append({"model": name, "condition": condition, "n": n, "hits": hits, "majority": majority})
+    return rows
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, help="NAME=DIR, in table order")
+    parser.add_argument("--n", type=int, default=48, help="items per condition")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = conditions(Path(tmp), args.n)
+        rows = [run_model(spec, sets) for spec in args.model]
+    lines = ["| model | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
+             "|---|---|---|" + "---|" * (len(DIGITS) + 2)]
+    for r in (r for per_model in rows for r in per_model):
+        cells = " | ".join(f"{h / r['n']:.0%}" for h in r["hits"])
+        lines.append(f"| {r['model']} | {r['condition']} | {r['n']} | {cells} | **{sum(r['hits']) / (4 * r['n']):.0%}** | "
+                     f"{sum(r['majority']) / (4 * r['n']):.0%} |")
+    report = "\n".join([
+        "# Perception probe: where are S and G, and does the answer survive a longer question?", "",
+        markdown(describe()), "", __doc__.split("\n\n")[1].replace("\n", " "), "",
+        f"Models: {', '.join(args.model)}.", "", *lines, ""])
+    result = {"machine": describe(), "models": args.model, "rows": [r for per_model in rows for r in per_model]}
+    write_results(args.out, "perception_probe", result, report)
+    return result
+
+
+if __name__ == "__main__":
+    main()
