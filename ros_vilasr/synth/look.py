@@ -3,17 +3,15 @@ start and the goal are.
 
 A model trained from nothing must first learn to see what the drawing tasks build on, as a base
 VLM learns grounding before it is taught to reason. Trained on the maze dialogues alone, the
-embedded model never learned where S is (held-out, below the most frequent answer after 2,200
-steps); on these short questions it learns that in a few hundred steps
-(``recipe_embedded``'s ``pretrain`` step). The start's cell is phrased exactly as the maze oracle's
-first thought, so what is learned here is what the dialogues ask for.
+embedded model never learned where S is (held-out, at the most frequent answer after 2,200
+steps). ``recipe_embedded_look`` pretrains on these questions first; the cells are phrased exactly
+as the maze oracle's first thought, so what is learned is what the dialogues ask for.
 
-Half of the questions carry a maze item's whole question (options included) before the ask. Asked
-always the same short question, the model learns to read the cells at that one distance between
-image and answer only: ten more words in the question and it is below the most frequent answer
-(benchmarks/results/perception_probe.md), and in the dialogues it never finds S. (Questions about
-which sides of a cell are open, mixed in, kept it from learning even the short form in 450 steps:
-their thoughts copy "row r, column c" from the question, where these must read it off the image.)
+What it showed (benchmarks/results/perception_probe.md): asked always the same short question,
+the model learns to read the cells within a few hundred steps, but only at that one distance
+between image and answer: ten more words in the question, or the maze dialogue's own question,
+and it is back at the most frequent answer. The other contexts are there to find a mix that
+carries over.
 """
 
 from __future__ import annotations
