@@ -25,10 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.data import encode_example  # noqa: E402
+
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
-from vilasr_train.data import encode_example  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FILLER = "Moving only through open passages between adjacent cells."  # ten words
@@ -119,8 +120,8 @@ def main(argv=None) -> dict:
              "|---|---|---|" + "---|" * (len(DIGITS) + 2)]
     for r in (r for per_model in rows for r in per_model):
         cells = " | ".join(f"{h / r['n']:.0%}" for h in r["hits"])
-        lines.append(f"| {r['model']} | {r['condition']} | {r['n']} | {cells} | **{sum(r['hits']) / (4 * r['n']):.0%}** | "
-                     f"{sum(r['majority']) / (4 * r['n']):.0%} |")
+        mean, majority = sum(r["hits"]) / (4 * r["n"]), sum(r["majority"]) / (4 * r["n"])
+        lines.append(f"| {r['model']} | {r['condition']} | {r['n']} | {cells} | **{mean:.0%}** | {majority:.0%} |")
     report = "\n".join([
         "# Perception probe: where are S and G, and does the answer survive a longer question?", "",
         markdown(describe()), "", __doc__.split("\n\n")[1].replace("\n", " "), "",

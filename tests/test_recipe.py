@@ -78,7 +78,8 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
     profile = json.loads((out / "init" / "vilasr_model.json").read_text())
     assert profile == {"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0}
     # pretraining sees the perception questions only; stage 1 starts from it and keeps them in its mix
-    files = {step: set(json.loads((out / step / "data_report.json").read_text())["files"]) for step in ("pretrain", "stage1")}
+    files = {step: set(json.loads((out / step / "data_report.json").read_text())["files"])
+             for step in ("pretrain", "stage1")}
     assert files == {"pretrain": {str(data / "train/look/trajectories.json")},
                      "stage1": {str(data / f"train/{f}/trajectories.json") for f in ("look", "rig")}}
     pretrain = json.loads(next((out / "pretrain").glob("checkpoint-20/trainer_state.json")).read_text())["log_history"]

@@ -165,7 +165,8 @@ def test_perception_answers_are_read_from_the_pixels(tmp_path):
         _, start, goal = read_maze(Image.open(tmp_path / item["image_path"][0]).convert("RGB"), n)
         assert item["answer"] == f"S {maze.where(start)}; G {maze.where(goal)}"
         # phrased as the maze oracle's first thought, so pretraining teaches what the dialogues ask
-        assert t["conversations"][-1]["content"].startswith(f"<think>{maze.ends(maze.Maze(n, frozenset(), start, goal))}")
+        thought = maze.ends(maze.Maze(n, frozenset(), start, goal))
+        assert t["conversations"][-1]["content"].startswith(f"<think>{thought}")
         assert len(t["conversations"]) == 3 and t["images"] == item["image_path"]  # one turn, no drawing
     # every other question carries a maze item's whole question (options too) before the ask, so
     # the cells are read at the distances from the image that the maze dialogues have
@@ -173,7 +174,7 @@ def test_perception_answers_are_read_from_the_pixels(tmp_path):
     assert questions[0] == f"This is a {items[0]['grid_size']}x{items[0]['grid_size']} maze. {look.ASK}"
     asked = maze.maze_task(5, 1, sizes=(3, 4))
     assert questions[1] == "\n".join([asked.question, *asked.options, "Answer with the option's letter from the given "
-                                      f"choices directly.", f"Do not answer that yet. {look.ASK}"])
+                                      "choices directly.", f"Do not answer that yet. {look.ASK}"])
     assert ["Do not answer" in q for q in questions] == [False, True] * 3
     noted = [look.look_task(5, i, contexts=("notes",)).question.split(". ")[1:-1] for i in range(8)]
     assert len({len(n) for n in noted}) > 2 and all(f"{x}." in look.NOTES for n in noted for x in n)

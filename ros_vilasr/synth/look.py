@@ -45,10 +45,12 @@ def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts
     m = mz.Maze(task.grid_size, frozenset(), start, goal)
     context = contexts[index % len(contexts)]
     if context == "maze":
-        question = f"{question_block(task.question, task.options or (), task.problem_type)}\nDo not answer that yet. {ASK}"
+        block = question_block(task.question, task.options or (), task.problem_type)
+        question = f"{block}\nDo not answer that yet. {ASK}"
     elif context in ("short", "notes"):
         rng = np.random.default_rng([seed, index, 2])
-        notes = [NOTES[i] for i in rng.permutation(len(NOTES))[:rng.integers(len(NOTES) + 1)]] if context == "notes" else []
+        shown = rng.permutation(len(NOTES))[:rng.integers(len(NOTES) + 1)] if context == "notes" else []
+        notes = [NOTES[i] for i in shown]
         question = " ".join([f"This is a {m.size}x{m.size} maze.", *notes, ASK])
     else:
         raise ValueError(f"unknown perception context {context!r}; expected short, maze or notes")
