@@ -10,8 +10,9 @@ as the maze oracle's first thought, so what is learned is what the dialogues ask
 What it showed (benchmarks/results/perception_probe.md): asked always the same short question,
 the model learns to read the cells within a few hundred steps, but only at that one distance
 between image and answer: ten more words in the question, or the maze dialogue's own question,
-and it is back at the most frequent answer. The other contexts are there to find a mix that
-carries over.
+and it is back at the most frequent answer. Asked after random notes or maze questions with the
+image moved after the question, it reads them equally well at every length
+(benchmarks/results/image_layout_probe.md).
 """
 
 from __future__ import annotations
