@@ -3,11 +3,11 @@
 The shipped ``recipe_embedded_look`` (``recipe_embedded`` and a perception pretraining stage) with
 tiny sizes (one task family and the perception questions, a ~0.3 M-parameter model, 20 pretraining
 and 160 SFT steps) runs data, a tokenizer and model from scratch, pretraining, stage 1 from it and
-its held-out evaluation: held-out items are new rooms, every
-held-out item is evaluated, stage 1 learns (teacher-forced loss falls by 4x), and a second run of
-the same command does nothing. At this scale the model does not yet write its
-drawing JSON reliably — a held-out accuracy above chance needs the full recipe (its evaluation is
-benchmarks/results/embedded_model.md).
+its held-out evaluation: held-out items are new rooms, every held-out item is evaluated, stage 1
+learns (teacher-forced loss falls by 4x), and a second run of the same command does nothing;
+without a pretrain stage (``recipe_embedded``) stage 1 starts from the random model. At this
+scale the model does not yet write its drawing JSON reliably — a held-out accuracy above chance
+needs the full recipe (its evaluation is benchmarks/results/embedded_model.md).
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ def test_a_finished_step_is_not_run_again(stage1_run):
     assert changed == set()
     with pytest.raises(ValueError, match="unknown step 'stage9'"):
         run(str(config), out, until="stage9")
+    plain = yaml.safe_load(config.read_text())
+    del plain["stages"]["pretrain"]
+    config.with_name("plain.yaml").write_text(yaml.safe_dump(plain))
+    with pytest.raises(InputError, match="unknown step 'pretrain'; the steps are data, init, stage1, eval_stage1,"):
+        run(str(config.with_name("plain.yaml")), out.with_name("plain"), until="pretrain")
     # another recipe in the same directory is refused, not continued on the old one's data and stages
     other = yaml.safe_load(config.read_text())
     other["data"]["train"]["rig"]["n"], other["minutes"]["stage1"] = 30, 99
