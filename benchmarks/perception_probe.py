@@ -41,22 +41,20 @@ def conditions(out: Path, n: int) -> dict[str, list[dict]]:
     and sizes), each asked four ways."""
     from vilasr_train.recipe import load_recipe
 
-    from ros_vilasr.core.prompts import question_block
     from ros_vilasr.synth import look, maze
     from ros_vilasr.synth.trajectories import write_dataset
 
     spec = load_recipe("recipe_embedded")["data"]["heldout"]["maze"]
-    mazes = [maze.maze_task(spec["seed"], i, sizes=tuple(spec["sizes"])) for i in range(n)]
+    seed, sizes = spec["seed"], tuple(spec["sizes"])
 
-    def asked(prefix) -> list:
-        return [replace(look.look_task(spec["seed"], i, sizes=tuple(spec["sizes"])), question=prefix(t))
-                for i, t in enumerate(mazes)]
+    def asked(contexts=("short",), filler: bool = False) -> list:
+        tasks = [look.look_task(seed, i, sizes, contexts) for i in range(n)]
+        return [replace(t, question=t.question.replace("maze. ", f"maze. {FILLER} ", 1)) if filler else t
+                for t in tasks]
 
-    sets = {"short question": asked(lambda t: f"This is a {t.grid_size}x{t.grid_size} maze. {look.ASK}"),
-            "ten more words": asked(lambda t: f"This is a {t.grid_size}x{t.grid_size} maze. {FILLER} {look.ASK}"),
-            "after a maze question": asked(lambda t: f"{question_block(t.question, t.options or (), t.problem_type)}"
-                                                     f"\nDo not answer that yet. {look.ASK}"),
-            "maze dialogue, first turn": mazes}
+    sets = {"short question": asked(), "ten more words": asked(filler=True),
+            "after a maze question": asked(("maze",)),
+            "maze dialogue, first turn": [maze.maze_task(seed, i, sizes=sizes) for i in range(n)]}
     records = {}
     for k, (name, tasks) in enumerate(sets.items()):
         write_dataset(tasks, out / str(k), total=n)
