@@ -30,18 +30,16 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from vilasr_train.data import encode_example  # noqa: E402
-
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
-from benchmarks.perception_probe import DIGITS, conditions, readout  # noqa: E402
-from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
+from benchmarks.perception_probe import DIGITS, collator, conditions, readout  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
+from ros_vilasr.core.prompts import index_sentence  # noqa: E402
 from ros_vilasr.synth import look  # noqa: E402
 from ros_vilasr.synth.trajectories import write_dataset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-TAIL = "The index of the given image is 1."
+TAIL = index_sentence(1)  # the first turn's fixed sentence after the question
 
 
 def image_last(record: dict) -> dict:
@@ -54,37 +52,31 @@ def image_last(record: dict) -> dict:
     return record | {"conversations": conv}
 
 
-def train(records: list[dict], out: Path, steps: int, batch: int, lr: float) -> list[float]:
-    """A random model of the embedded model's shape, trained on ``records``; saved to ``out``."""
+def train(processor, records: list[dict], name: str, steps: int, batch: int, lr: float):
+    """A random model of the embedded model's shape trained on ``records``: (model, losses)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     torch.manual_seed(0)
     rng = random.Random(0)
-    processor = load_processor(EMBEDDED_DIR)
     model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(EMBEDDED_DIR))
+    batches = collator(processor)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     order, losses = [], []
-    for step in tqdm(range(1, steps + 1), desc=f"training ({out.name})", unit="step"):
+    for step in tqdm(range(1, steps + 1), desc=f"training ({name})", unit="step"):
         for group in opt.param_groups:  # warmup, then cosine
             group["lr"] = lr * min(1.0, step / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
         total = 0.0
         for _ in range(batch):
             if not order:
                 order = rng.sample(range(len(records)), len(records))
-            row = encode_example(processor, records[order.pop()], MAX_PIXELS_TRAIN)
-            ids = torch.tensor([row["input_ids"]])
-            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=row["pixel_values"],
-                         image_grid_thw=row["image_grid_thw"], labels=torch.tensor([row["labels"]]),
-                         mm_token_type_ids=torch.tensor([row["mm_token_type_ids"]])).loss / batch
+            loss = model(**batches.pad([batches.encode(records[order.pop()])])).loss / batch
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         losses.append(total)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return losses
+    return model.eval(), losses
 
 
 def main(argv=None) -> dict:
@@ -96,7 +88,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--n", type=int, default=48, help="held-out items per condition")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    rows, minutes = [], {}
+    rows, minutes, processor = [], {}, load_processor(EMBEDDED_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_dataset(look.look_tasks(args.train, seed=104, sizes=(3, 4), contexts=("notes", "maze")), tmp / "train",
@@ -108,11 +100,10 @@ def main(argv=None) -> dict:
                    ("image after the question", "image-last", image_last))
         for layout, name, arrange in layouts:
             start = time.monotonic()
-            model_dir = tmp / name
-            train([arrange(r) for r in train_records], model_dir, args.steps, args.batch, args.lr)
+            model, _ = train(processor, [arrange(r) for r in train_records], name, args.steps, args.batch, args.lr)
             minutes[layout] = (time.monotonic() - start) / 60
             for condition, records in sets.items():
-                hits, majority, n = readout(str(model_dir), [arrange(r) for r in records])
+                hits, majority, n = readout(processor, model, [arrange(r) for r in records])
                 rows.append({"layout": layout, "condition": condition, "n": n, "hits": hits, "majority": majority})
     lines = ["| layout | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
              "|---|---|---|" + "---|" * (len(DIGITS) + 2)]

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from vilasr_train.data import encode_example  # noqa: E402
+from vilasr_train.data import DialogueCollator  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
@@ -73,19 +73,24 @@ def cell_digits(tokens: list[str], first: int) -> list[int]:
     return found
 
 
-@torch.no_grad()
-def readout(model_dir: str, records: list[dict]) -> tuple[list[int], list[int], int]:
+def load(model_dir: str):
+    """(processor, model in eval mode) of a checkpoint directory."""
     from transformers import AutoModelForImageTextToText
 
-    processor = load_processor(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    hits, truth = [0] * 4, [Counter() for _ in range(4)]
+    return load_processor(model_dir), AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def collator(processor) -> DialogueCollator:
+    """The training collator, used one record at a time: ``c.pad([c.encode(record)])`` is a batch."""
+    return DialogueCollator(processor, [], max_pixels=MAX_PIXELS_TRAIN, max_length=None)
+
+
+@torch.no_grad()
+def readout(processor, model, records: list[dict]) -> tuple[list[int], list[int], int]:
+    hits, truth, batches = [0] * 4, [Counter() for _ in range(4)], collator(processor)
     for record in records:
-        row = encode_example(processor, record, MAX_PIXELS_TRAIN)
-        ids = torch.tensor([row["input_ids"]])
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=row["pixel_values"],
-                       image_grid_thw=row["image_grid_thw"],
-                       mm_token_type_ids=torch.tensor([row["mm_token_type_ids"]])).logits[0]
+        row = batches.encode(record)
+        logits = model(**{k: v for k, v in batches.pad([row]).items() if k != "labels"}).logits[0]
         tokens = processor.tokenizer.convert_ids_to_tokens(row["input_ids"])
         tokens = [processor.tokenizer.convert_tokens_to_string([t]) for t in tokens]
         first = next(i for i, label in enumerate(row["labels"]) if label != -100)
@@ -97,9 +102,10 @@ def readout(model_dir: str, records: list[dict]) -> tuple[list[int], list[int], 
 
 def run_model(spec: str, sets: dict[str, list[dict]]) -> list[dict]:
     name, _, path = spec.partition("=")
+    processor, model = load(path)
     rows = []
     for condition, records in sets.items():
-        hits, majority, n = readout(path, records)
+        hits, majority, n = readout(processor, model, records)
         rows.append({"model": name, "condition": condition, "n": n, "hits": hits, "majority": majority})
     return rows
 

@@ -165,7 +165,7 @@ def test_perception_answers_are_read_from_the_pixels(tmp_path):
         _, start, goal = read_maze(Image.open(tmp_path / item["image_path"][0]).convert("RGB"), n)
         assert item["answer"] == f"S {maze.where(start)}; G {maze.where(goal)}"
         # phrased as the maze oracle's first thought, so pretraining teaches what the dialogues ask
-        thought = maze.ends(maze.Maze(n, frozenset(), start, goal))
+        thought = maze.ends(n, start, goal)
         assert t["conversations"][-1]["content"].startswith(f"<think>{thought}")
         assert len(t["conversations"]) == 3 and t["images"] == item["image_path"]  # one turn, no drawing
     # every other question carries a maze item's whole question (options too) before the ask, so

@@ -43,7 +43,6 @@ def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts
     zero to eight true notes about mazes, in random order)."""
     task = mz.maze_task(seed, index, sizes=sizes)
     start, goal = (tuple(task.ground_truth[k]) for k in ("start", "goal"))
-    m = mz.Maze(task.grid_size, frozenset(), start, goal)
     context = contexts[index % len(contexts)]
     if context == "maze":
         block = question_block(task.question, task.options or (), task.problem_type)
@@ -52,16 +51,16 @@ def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts
         rng = np.random.default_rng([seed, index, 2])
         shown = rng.permutation(len(NOTES))[:rng.integers(len(NOTES) + 1)] if context == "notes" else []
         notes = [NOTES[i] for i in shown]
-        question = " ".join([f"This is a {m.size}x{m.size} maze.", *notes, ASK])
+        question = " ".join([f"This is a {task.grid_size}x{task.grid_size} maze.", *notes, ASK])
     else:
         raise ValueError(f"unknown perception context {context!r}; expected short, maze or notes")
     answer = f"S {mz.where(start)}; G {mz.where(goal)}"
     dialogue = OracleDialogue(1)
-    dialogue.answer(mz.ends(m), answer)
+    dialogue.answer(mz.ends(task.grid_size, start, goal), answer)
     return SynthTask(
         id=f"look_{index:05d}", question=question, options=None, problem_type="free-form", answer=answer,
         sub_task=SUB_TASKS[0], images=task.images, turns=dialogue.turns,
-        expected_new_images=dialogue.expected_new_images, grid_size=m.size,
+        expected_new_images=dialogue.expected_new_images, grid_size=task.grid_size,
         ground_truth={"start": list(start), "goal": list(goal)})
 
 

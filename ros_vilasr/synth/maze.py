@@ -219,10 +219,9 @@ def where(cell: Cell) -> str:
     return f"row {cell[0] + 1}, column {cell[1] + 1}"
 
 
-def ends(maze: Maze) -> str:
+def ends(size: int, start: Cell, goal: Cell) -> str:
     """Where S and G are, as the oracle's first thought (and the perception questions) say it."""
-    return (f"The green start S is at {where(maze.start)} and the red goal G at {where(maze.goal)} "
-            f"of the {maze.size}x{maze.size} grid.")
+    return f"The green start S is at {where(start)} and the red goal G at {where(goal)} of the {size}x{size} grid."
 
 
 def _run_line(maze: Maze, corners: list[Cell], k: int, end: Cell | None = None) -> dict:
@@ -250,7 +249,8 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
     steps = []
     for c, chunk in enumerate(chunks):
         if c == 0:
-            thought = f"{ends(maze)} I trace the open corridor from S, one line per straight run between cell centres."
+            thought = (f"{ends(maze.size, maze.start, maze.goal)} I trace the open corridor from S, one line per "
+                       "straight run between cell centres.")
         else:
             thought = ("Image {latest[0]} shows the route so far, along open corridors to "
                        f"{where(corners[chunk[0]])}. I continue the trace from there.")
