@@ -38,20 +38,22 @@ def key_frames() -> dict:
     return {cam: sc.render(scene, layout.camera(cam, layout.REFERENCE_FRAME))[0] for cam in layout.TOPICS}
 
 
-def ask(engine, question, frames, max_pixels: int, max_new_tokens: int) -> tuple[float, Session]:
+def ask(engine, question, frames, profile: dict) -> tuple[float, Session]:
+    """One demo question in the layout and budgets of ``profile`` (a model's run profile)."""
     session = Session([frames[c] for c in question.cameras], question.question, options=question.options,
                       problem_type=question.problem_type, kind="single" if len(question.cameras) == 1 else "views",
-                      budget=Budget(max_calls=10, max_new_tokens=max_new_tokens), max_pixels=max_pixels)
+                      budget=Budget(max_calls=10, max_new_tokens=profile["max_new_tokens"]),
+                      max_pixels=profile["max_pixels"], image_position=profile.get("image_position", "first"))
     start = time.perf_counter()
     run_sessions([session], engine)
     return time.perf_counter() - start, session
 
 
-def measure(engine, frames, repeats: int, max_pixels: int, max_new_tokens: int) -> list[dict]:
+def measure(engine, frames, repeats: int, profile: dict) -> list[dict]:
     rows = []
     for q in layout.demo_questions():
-        ask(engine, q, frames, max_pixels, max_new_tokens)  # warm-up: first-call costs are not per question
-        runs = [ask(engine, q, frames, max_pixels, max_new_tokens) for _ in range(repeats)]
+        ask(engine, q, frames, profile)  # warm-up: first-call costs are not per question
+        runs = [ask(engine, q, frames, profile) for _ in range(repeats)]
         session = runs[-1][1]
         rows.append({"question": q.question, "latency_s_median": statistics.median(t for t, _ in runs),
                      "latency_s_max": max(t for t, _ in runs), "model_calls": session.calls,
@@ -76,9 +78,10 @@ def main(argv=None) -> dict:
     replay = create_engine("replay", str(TRANSCRIPT))
     result = {"machine": describe(), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
               "profile": profile,
-              "embedded": measure(embedded, frames, args.repeats, profile["max_pixels"], profile["max_new_tokens"]),
+              "embedded": measure(embedded, frames, args.repeats, profile),
               # the recorded trace's coordinates are in the spec's evaluation grid
-              "replay": measure(replay, frames, args.repeats, MAX_PIXELS_EVAL, Budget.max_new_tokens)}
+              "replay": measure(replay, frames, args.repeats,
+                                {"max_pixels": MAX_PIXELS_EVAL, "max_new_tokens": Budget.max_new_tokens})}
     result["target_met"] = all(r["latency_s_max"] <= TARGET_S for r in result["embedded"])
     write_results(args.out, "embedded_demo", result, report(result))
     return result

@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
             out = Path(tmp) / scheme
             started = time.perf_counter()
             summary = run_evaluation(items, engine, out, "embedded", batch_size=16, plots=False,
-                                     max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"])
+                                     max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"],
+                                     image_position=profile.get("image_position", "first"))
             eval_s = time.perf_counter() - started
             log = ResultsLog(out / "results.jsonl")
             log.close()

@@ -62,6 +62,8 @@ def add_engine_flags(p) -> None:
                    f"else {MAX_PIXELS_EVAL})")
     p.add_argument("--max-new-tokens", type=int, help="tokens per model turn (default: the model's profile, "
                    "else the spec's budget)")
+    p.add_argument("--image-position", choices=["first", "last"], help="where the first turn puts the images: "
+                   "before the question (the protocol) or after it (default: the model's profile, else first)")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai engine: server URL")
 
@@ -79,7 +81,8 @@ def _ask(args: argparse.Namespace) -> None:
     kind = args.kind or ("single" if len(images) == 1 else "views")
     budget = Budget(max_calls=args.max_calls, max_new_tokens=_profiled(args, "max_new_tokens", Budget.max_new_tokens))
     session = Session(images, args.question, options=args.option, problem_type=args.problem_type,
-                      kind=kind, budget=budget, max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL))
+                      kind=kind, budget=budget, max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL),
+                      image_position=_profiled(args, "image_position", "first"))
     engine = create_engine(args.engine, args.model, **_engine_options(args))
     try:
         run_sessions([session], engine, on_step=lambda s, step: print(report.format_step(step), flush=True))
@@ -146,7 +149,8 @@ def _eval(args: argparse.Namespace) -> None:
     try:
         run_evaluation(items, engine, args.out, name, batch_size=args.batch_size,
                        max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL),
-                       max_new_tokens=_profiled(args, "max_new_tokens", None))
+                       max_new_tokens=_profiled(args, "max_new_tokens", None),
+                       image_position=_profiled(args, "image_position", "first"))
     except KeyboardInterrupt:
         logging.getLogger("vilasr").warning("interrupted: finished items are saved in %s; run the same "
                                             "command again to resume", args.out)

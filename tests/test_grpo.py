@@ -17,6 +17,7 @@ from vilasr_train.config import load_config
 from vilasr_train.rewards import score_rollout
 from vilasr_train.rollout import SessionSettings, TokenRecorder, encode_rollout, normalise_prompt, open_session
 
+from ros_vilasr.core import prompts
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS
@@ -220,6 +221,18 @@ def test_drawn_images_reach_the_loss_forward_pass(toy, scripted):
     rows = int(last["image_grid_thw"].prod())
     assert any(torch.allclose(b["pixel_values"][i:i + rows], last["pixel_values"], rtol=0, atol=1e-5)
                for b in seen for i in range(0, b["pixel_values"].shape[0] - rows + 1, rows))
+
+
+def test_rollouts_follow_the_policys_prompt_layout_and_the_model_keeps_its_profile(toy, scripted, tmp_path):
+    policy = tmp_path / "policy"
+    shutil.copytree(toy / "sft", policy)
+    (policy / "vilasr_model.json").write_text('{"max_pixels": 200704, "image_position": "last"}')
+    sessions = scripted()
+    out = grpo.train(config(toy, "layout", model=str(policy), max_steps=1, prompts_per_update=4))
+    first_turns = {json.dumps(s.messages[1]["content"]) for s in sessions}
+    assert len(sessions) == 16 and first_turns == {json.dumps(prompts.first_user_content(
+        QUESTION["question"], [(56, 56)], QUESTION["options"], "multiple choice", image_position="last"))}
+    assert (out / "vilasr_model.json").read_text() == (policy / "vilasr_model.json").read_text()
 
 
 # -- gradients ---------------------------------------------------------------------------------

@@ -12,7 +12,15 @@ import sys
 import pytest
 
 from ros_vilasr.core import models
-from ros_vilasr.core.models import EMBEDDED_DIR, ModelFilesError, check_model_dir, resolve_model, run_profile
+from ros_vilasr.core.models import (
+    EMBEDDED_DIR,
+    ModelFilesError,
+    check_model_dir,
+    copy_profile,
+    image_position,
+    resolve_model,
+    run_profile,
+)
 
 
 @pytest.fixture
@@ -71,3 +79,15 @@ def test_cli_answers_a_bad_model_with_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"vilasr: error: no model directory '{tmp_path / 'missing'}' "
                                                 "(and not a hub id of the form org/name)"]
+
+
+def test_a_trained_model_keeps_the_profile_and_layout_of_the_one_it_came_from(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    assert image_position(str(source)) == "first"  # no profile: the protocol's layout
+    copy_profile(source, target)
+    assert not target.exists()
+    (source / "vilasr_model.json").write_text('{"max_pixels": 200704, "image_position": "last"}')
+    copy_profile(source, target)
+    assert run_profile(str(target)) == {"max_pixels": 200704, "image_position": "last"}
+    assert image_position(str(target)) == "last"

@@ -75,8 +75,14 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
     held = {json.dumps(i["ground_truth"]["scene"]) for i in json.loads((data / "heldout/rig/eval.json").read_text())}
     assert train and held and not train & held
     # the model directory of every step is complete and carries the run profile
-    profile = json.loads((out / "init" / "vilasr_model.json").read_text())
-    assert profile == {"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0}
+    profiles = [json.loads((out / step / "vilasr_model.json").read_text()) for step in ("init", "pretrain", "stage1")]
+    assert profiles == 3 * [{"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0, "image_position": "last"}]
+    # the model's layout (question first, then the images) in its training data and its evaluation
+    evaluated = [json.loads(line) for line in (out / "eval_stage1" / "results.jsonl").read_text().splitlines()]
+    firsts = [json.loads((data / f"train/{f}/trajectories.json").read_text())[0] for f in ("look", "rig")]
+    for row in firsts + evaluated:
+        text = row["conversations"][1]["content"]
+        assert row["question"].strip() in text.split("<image>")[0], text
     # pretraining sees the perception questions only; stage 1 starts from it and keeps them in its mix
     files = {step: set(json.loads((out / step / "data_report.json").read_text())["files"])
              for step in ("pretrain", "stage1")}

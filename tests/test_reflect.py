@@ -217,3 +217,15 @@ def test_config_checks(root, tmp_path):
     config = load_config(reflect.Config, "reflect_paper", {"model": "m", "out": str(tmp_path), "data": ["d"]})
     assert (config.engine, config.k, config.temperature, config.min_accuracy) == ("vllm", 8, 1.0, 1.0)
     assert config.trainer["learning_rate"] == 1e-5 and config.trainer["max_length"] == 18432
+
+
+def test_sampling_prompts_the_model_in_its_own_layout(root, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    config = load_config(reflect.Config, "reflect_cpu_toy", {"model": str(model), "out": str(tmp_path), "data": ["d"]})
+    assert reflect.session_settings(config).image_position == "first"  # no profile: the protocol's layout
+    (model / "vilasr_model.json").write_text('{"image_position": "last"}')
+    settings = reflect.session_settings(config)
+    session = open_session(normalise_prompt(WHERE, "test", root), settings)
+    assert [p["type"] for p in session.messages[1]["content"]] == ["text", "image", "text"]
+    assert session.messages[1]["content"][0]["text"].startswith(WHERE["question"])

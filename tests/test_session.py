@@ -148,3 +148,17 @@ def test_batched_driver_calls_engine_once_per_round():
     run_sessions(sessions, Counting([short, long]))
     assert calls == [3, 2]
     assert [s.calls for s in sessions] == [2, 1, 2]
+
+
+def test_image_position_last_puts_the_question_before_the_images():
+    single = session(image_position="last").conversations()[1]["content"]
+    assert single == ("Where is the chair?\nA. left\nB. right\n" + prompts.problem_suffix("multiple choice")
+                      + "\n<image>" + prompts.index_sentence(1) + "\n" + prompts.BEGIN)
+    assert session().conversations()[1]["content"] == "<image>" + single.replace("<image>", "")  # protocol
+    views = session(2, image_position="last").conversations()[1]["content"]
+    question, images = views.split("<image>", 1)
+    assert question.startswith("These are 2 views") and "Where is the chair?" in question
+    assert images == (prompts.index_sentence(1, (560, 420)) + "\n<image>" + prompts.index_sentence(2, (588, 420))
+                      + "\n" + prompts.BEGIN)
+    with pytest.raises(ValueError, match="image_position must be one of"):
+        session(image_position="middle")

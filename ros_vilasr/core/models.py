@@ -4,7 +4,9 @@
 ``vilasr-train recipe recipe_embedded``); a directory is a local checkpoint; anything else of the
 form ``org/name`` is a Hugging Face hub id. A checkpoint directory may carry ``vilasr_model.json``,
 its run profile: the pixel and token budgets and the temperature it was trained and evaluated with,
-used wherever the caller has not chosen otherwise.
+used wherever the caller has not chosen otherwise, and where its first turn puts the images
+(``image_position``, see ``prompts.first_user_content``), which every caller follows: a model reads
+the layout it was trained on.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ def _check_safetensors(path: Path, how: str) -> None:
 
 
 def run_profile(model: str | None) -> dict:
-    """The model's ``vilasr_model.json`` (``max_pixels``, ``max_new_tokens``, ``temperature``), or
-    {} when it has none."""
+    """The model's ``vilasr_model.json`` (``max_pixels``, ``max_new_tokens``, ``temperature``,
+    ``image_position``), or {} when it has none."""
     if not model:
         return {}
     path = (EMBEDDED_DIR if model == EMBEDDED else Path(model).expanduser()) / PROFILE_FILE
@@ -88,3 +90,17 @@ def run_profile(model: str | None) -> dict:
     except (OSError, ValueError):
         return {}
     return profile if isinstance(profile, dict) else {}
+
+
+def image_position(model: str | None) -> str:
+    """Where the model's first turn puts its images: its profile's ``image_position``, else the
+    protocol's ``first``."""
+    return run_profile(model).get("image_position", "first")
+
+
+def copy_profile(source: str | Path, target: str | Path) -> None:
+    """A model trained from ``source`` keeps its run profile (budgets and prompt layout)."""
+    path = Path(source).expanduser() / PROFILE_FILE
+    if path.is_file():
+        Path(target).mkdir(parents=True, exist_ok=True)
+        (Path(target) / PROFILE_FILE).write_text(path.read_text())

@@ -45,23 +45,36 @@ def question_block(question: str, options: list[str] | tuple[str, ...] = (),
     return "\n".join(p for p in [question.strip(), *options, problem_suffix(problem_type)] if p)
 
 
+IMAGE_POSITIONS = ("first", "last")
+
+
 def first_user_content(question: str, sizes: list[tuple[int, int]], options=(),
-                       problem_type: str = "", kind: str = "single") -> list[dict]:
+                       problem_type: str = "", kind: str = "single", image_position: str = "first") -> list[dict]:
     """Content parts of the first user turn. ``kind``: single | video | views.
 
-    Image parts are ``{"type": "image", "index": i}`` with i 0-based into the dialogue's images.
+    ``image_position`` is the model's (its run profile): ``first`` is the protocol's layout (images,
+    then the question); ``last`` puts the question first and each image right before its index
+    sentence, so the image sits at the same token distance from the answer whatever the question's
+    length (the embedded model reads positions only at a fixed distance:
+    benchmarks/results/image_layout_probe.md). Image parts are ``{"type": "image", "index": i}``
+    with i 0-based into the dialogue's images.
     """
+    if image_position not in IMAGE_POSITIONS:
+        raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, not {image_position!r}")
     block = question_block(question, options, problem_type)
+    last = image_position == "last"
     if len(sizes) == 1 and kind == "single":
-        text = f"{block}\n{index_sentence(1)}\n{BEGIN}"
-        return [{"type": "image", "index": 0}, {"type": "text", "text": text}]
+        image, tail = {"type": "image", "index": 0}, {"type": "text", "text": f"{index_sentence(1)}\n{BEGIN}"}
+        if last:
+            return [{"type": "text", "text": block + "\n"}, image, tail]
+        return [image, {"type": "text", "text": f"{block}\n{tail['text']}"}]
     n = len(sizes)
     intro = (f"These are {n} frames of a video, numbered 1 to {n} in temporal order."
              if kind == "video" else f"These are {n} views of the same scene, numbered 1 to {n}.")
-    parts: list[dict] = [{"type": "text", "text": intro + "\n"}]
+    parts: list[dict] = [{"type": "text", "text": f"{intro}\n{block}\n" if last else intro + "\n"}]
     for i, size in enumerate(sizes):
         parts += [{"type": "image", "index": i}, {"type": "text", "text": index_sentence(i + 1, size) + "\n"}]
-    parts.append({"type": "text", "text": f"{block}\n{BEGIN}"})
+    parts.append({"type": "text", "text": BEGIN if last else f"{block}\n{BEGIN}"})
     return parts
 
 

@@ -95,7 +95,7 @@ class Session:
     def __init__(self, images: list[Image.Image | ModelImage], question: str, *, options=(),
                  problem_type: str = "", kind: str = "single", budget: Budget = Budget(),
                  max_pixels: int = MAX_PIXELS_EVAL, min_pixels: int = MIN_PIXELS,
-                 system_prompt_path=None, key: str | None = None):
+                 system_prompt_path=None, key: str | None = None, image_position: str = "first"):
         if not images:
             raise ValueError("a session needs at least one image")
         self.inputs = [im if isinstance(im, ModelImage) else prepare_image(im, max_pixels, min_pixels)
@@ -110,7 +110,7 @@ class Session:
         self.messages: list[dict] = [
             {"role": "system", "content": prompts.system_prompt(*sizes[0], path=system_prompt_path)},
             {"role": "user", "content": prompts.first_user_content(
-                question, sizes, self.options, problem_type, kind)},
+                question, sizes, self.options, problem_type, kind, image_position)},
         ]
         self.steps: list[Step] = []
         self._drawn: list[Op] = []  # every operation drawn so far, for revision checks

@@ -420,7 +420,8 @@ class VilasrNode(LifecycleNode):
         images = [f.payload.to_pil() for f in job.frames]
         job.session = Session(images, job.question, options=job.options, problem_type=job.problem_type,
                               kind=job.kind, budget=budget, max_pixels=p["max_pixels"],
-                              system_prompt_path=p["system_prompt_file"] or None)
+                              system_prompt_path=p["system_prompt_file"] or None,
+                              image_position=self._profile.get("image_position", "first"))
         return functools.partial(self._publish_step, job, next(self._query_ids))
 
     def _admit(self, question: str, options=(), problem_type: str = "", **selection) -> Job:

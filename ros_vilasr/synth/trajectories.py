@@ -181,13 +181,13 @@ def is_reflective_share(index: int, share: float) -> bool:
     return int((index + 1) * share) > int(index * share)
 
 
-def _session(task: SynthTask) -> Session:
+def _session(task: SynthTask, image_position: str) -> Session:
     for im in task.images:
         if model_grid_size(*im.size) != im.size:
             raise ValueError(f"{task.id}: input {im.size} is not in the model's grid")
     return Session(task.images, task.question, options=task.options or (), problem_type=task.problem_type,
                    kind=task.kind, budget=Budget.evaluation(task.sub_task), max_pixels=MAX_PIXELS_TRAIN,
-                   key=task.id)
+                   key=task.id, image_position=image_position)
 
 
 def _check(task: SynthTask, session: Session) -> None:
@@ -244,17 +244,19 @@ def _chunks(tasks: Iterable[SynthTask], size: int) -> Iterator[list[SynthTask]]:
         yield chunk
 
 
-def write_dataset(tasks: Iterable[SynthTask], out_dir: str | Path, total: int | None = None) -> dict:
+def write_dataset(tasks: Iterable[SynthTask], out_dir: str | Path, total: int | None = None,
+                  image_position: str = "first") -> dict:
     """Render every task's oracle trajectory through the core, check it, and write
     ``eval.json``, ``trajectories.json``, ``prompts.jsonl`` (RL prompts), ``images/`` (inputs) and
-    ``drawn/`` (drawings)."""
+    ``drawn/`` (drawings). ``image_position``: the prompt layout of the model the trajectories are
+    for (``prompts.first_user_content``); evaluation and RL prompts are layout-free."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "drawn").mkdir(parents=True, exist_ok=True)
     items, trajectories = [], []
     with tqdm(total=total, desc="oracle trajectories", unit="item") as bar:
         for chunk in _chunks(tasks, CHUNK):
-            sessions = [_session(t) for t in chunk]
+            sessions = [_session(t, image_position) for t in chunk]
             engine = ReplayEngine([{"id": t.id, "conversations": [
                 {"role": "assistant", "content": turn} for turn in t.turns]} for t in chunk])
             run_sessions(sessions, engine)

@@ -55,6 +55,7 @@ from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines.hf import TransformersEngine
 from ros_vilasr.core.engines.openai import OpenAIEngine
 from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS
+from ros_vilasr.core.models import copy_profile, image_position
 from ros_vilasr.core.processor import load_processor
 from ros_vilasr.core.session import FINISH_REASONS, Session
 
@@ -298,7 +299,7 @@ def build_trainer(config: Config) -> DrawingGRPOTrainer:
         processing_class=load_processor(config.model),  # saved with every checkpoint as it came
         rollout_processor=load_processor(config.model, max_pixels=NO_RESIZE_MAX_PIXELS),
         sessions=SessionSettings(config.max_pixels, config.system_prompt, config.max_new_tokens,
-                                 config.max_total_tokens),
+                                 config.max_total_tokens, image_position(config.model)),
         callbacks=[MetricsLog(out / METRICS_NAME)],
     )
 
@@ -311,5 +312,6 @@ def train(config: Config) -> Path:
         log.info("resuming from %s", checkpoint or "scratch (no checkpoint yet)")
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
+    copy_profile(config.model, out)
     log.info("model saved to %s", out)
     return out

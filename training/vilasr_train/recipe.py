@@ -110,7 +110,13 @@ def make_data(recipe: dict, out: Path) -> None:
                 shutil.rmtree(target)  # a half-written family from a killed run
             spec = dict(spec)
             n = spec.pop("n")
-            write_dataset(family_tasks(family, n, **spec), target, total=n)
+            write_dataset(family_tasks(family, n, **spec), target, total=n, image_position=image_layout(recipe))
+
+
+def image_layout(recipe: dict) -> str:
+    """The model's prompt layout (``prompts.first_user_content``): its trajectories are written in
+    it and its profile says it, so every caller prompts it as it was trained."""
+    return recipe["model"].get("image_position", "first")
 
 
 def training_corpus(data: Path) -> list[str]:
@@ -135,7 +141,7 @@ def init_model(recipe: dict, out: Path, data: Path) -> None:
 
 def write_profile(model_dir: Path, recipe: dict) -> None:
     profile = {"max_pixels": recipe["model"]["max_pixels"], "max_new_tokens": recipe["eval"]["max_new_tokens"],
-               "temperature": 0.0}
+               "temperature": 0.0, "image_position": image_layout(recipe)}
     (model_dir / PROFILE_FILE).write_text(json.dumps(profile, indent=1) + "\n")
 
 
@@ -197,7 +203,8 @@ def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1)
                                 seed=recipe["seed"])
     try:
         run_evaluation(items, engine, out, "embedded", batch_size=spec["batch_size"], plots=False,
-                       max_pixels=recipe["model"]["max_pixels"], max_new_tokens=spec["max_new_tokens"])
+                       max_pixels=recipe["model"]["max_pixels"], max_new_tokens=spec["max_new_tokens"],
+                       image_position=image_layout(recipe))
     finally:
         engine.close()
     results = ResultsLog(out / "results.jsonl")

@@ -87,6 +87,7 @@ class SessionSettings:
     system_prompt: str | None = None  # a replacement for the core's system prompt file
     max_new_tokens: int | None = None  # per turn; None: the spec's RL budget
     max_total_tokens: int | None = None  # per trajectory; None: the spec's RL budget
+    image_position: str = "first"  # the policy's prompt layout (its run profile)
 
     def budget(self, task: str) -> Budget:
         spec = Budget.rl(task)
@@ -109,7 +110,7 @@ def open_session(prompt: dict, settings: SessionSettings) -> Session:
         images, broken = [Image.new("RGB", (56, 56))], f"image unreadable: {exc}"
     session = Session(images, prompt["question"], options=prompt["options"], problem_type=prompt["problem_type"],
                       kind=prompt["kind"], budget=settings.budget(prompt["task"]), max_pixels=settings.max_pixels,
-                      system_prompt_path=settings.system_prompt)
+                      system_prompt_path=settings.system_prompt, image_position=settings.image_position)
     if broken:
         session.cancel(broken)
     return session

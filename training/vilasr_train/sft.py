@@ -19,6 +19,7 @@ from datasets import Dataset
 from transformers import AutoModelForImageTextToText
 from trl import SFTConfig, SFTTrainer
 
+from ros_vilasr.core.models import copy_profile
 from ros_vilasr.core.processor import load_processor
 
 from .checkpoints import ResumeThroughFromPretrained, latest_checkpoint
@@ -119,6 +120,7 @@ def train(config: Config) -> Path:
         log.info("resuming from %s", checkpoint or "scratch (no checkpoint yet)")
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
+    copy_profile(config.model, out)
     trainer.write_data_report()
     log.info("model saved to %s", out)
     return out
