@@ -8,8 +8,8 @@ distance it was taught at. Here two random models of that shape (the shipped mod
 tokenizer, new weights, seed 0) are trained alike on the same one-turn perception questions, asked
 after random notes or after a maze item's whole question (``synth.look``, contexts notes and maze),
 one with the image first, one with the image moved to just before "The index of the given image is
-1." (a fixed distance to every answer). Each is then probed, in its own layout, on the perception
-probe's four conditions.
+1." (a fixed distance to every answer: the profile's ``image_position: last``). Each is then
+probed, in its own layout, on the perception probe's four conditions.
 
     python benchmarks/image_layout_probe.py   # ~16 min on 2 cores
 """
@@ -34,22 +34,11 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from benchmarks.perception_probe import DIGITS, collator, conditions, readout  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
-from ros_vilasr.core.prompts import index_sentence  # noqa: E402
 from ros_vilasr.synth import look  # noqa: E402
 from ros_vilasr.synth.trajectories import write_dataset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-TAIL = index_sentence(1)  # the first turn's fixed sentence after the question
-
-
-def image_last(record: dict) -> dict:
-    """The same record with its first user turn's image moved from the front to before ``TAIL``."""
-    conv = [dict(m) for m in record["conversations"]]
-    text = conv[1]["content"]
-    if not text.startswith("<image>") or TAIL not in text:
-        raise ValueError(f"not a one-image first turn: {text[:60]!r}")
-    conv[1]["content"] = text.removeprefix("<image>").replace(TAIL, "<image>" + TAIL, 1)
-    return record | {"conversations": conv}
+LAYOUTS = {"image first (the protocol)": "first", "image after the question": "last"}  # prompts.first_user_content
 
 
 def train(processor, records: list[dict], name: str, steps: int, batch: int, lr: float):
@@ -90,20 +79,18 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     rows, minutes, processor = [], {}, load_processor(EMBEDDED_DIR)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        write_dataset(look.look_tasks(args.train, seed=104, sizes=(3, 4), contexts=("notes", "maze")), tmp / "train",
-                      total=args.train)
-        train_records = [{"conversations": r["conversations"], "images": [str(tmp / "train" / p) for p in r["images"]]}
-                         for r in json.loads((tmp / "train" / "trajectories.json").read_text())]
-        sets = conditions(tmp / "probe", args.n)
-        layouts = (("image first (the protocol)", "image-first", lambda r: r),
-                   ("image after the question", "image-last", image_last))
-        for layout, name, arrange in layouts:
+        for layout, position in LAYOUTS.items():
+            data = Path(tmp) / position
+            write_dataset(look.look_tasks(args.train, seed=104, sizes=(3, 4), contexts=("notes", "maze")),
+                          data / "train", total=args.train, image_position=position)
+            train_records = [{"conversations": r["conversations"], "images": [str(data / "train" / p)
+                                                                              for p in r["images"]]}
+                             for r in json.loads((data / "train" / "trajectories.json").read_text())]
             start = time.monotonic()
-            model, _ = train(processor, [arrange(r) for r in train_records], name, args.steps, args.batch, args.lr)
+            model, _ = train(processor, train_records, f"image {position}", args.steps, args.batch, args.lr)
             minutes[layout] = (time.monotonic() - start) / 60
-            for condition, records in sets.items():
-                hits, majority, n = readout(processor, model, [arrange(r) for r in records])
+            for condition, records in conditions(data / "probe", args.n, position).items():
+                hits, majority, n = readout(processor, model, records)
                 rows.append({"layout": layout, "condition": condition, "n": n, "hits": hits, "majority": majority})
     lines = ["| layout | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
              "|---|---|---|" + "---|" * (len(DIGITS) + 2)]

@@ -36,9 +36,9 @@ FILLER = "Moving only through open passages between adjacent cells."  # ten word
 DIGITS = ("S row", "S column", "G row", "G column")
 
 
-def conditions(out: Path, n: int) -> dict[str, list[dict]]:
-    """The four sets of records, written under ``out``: the recipe's held-out maze items (its seed
-    and sizes), each asked four ways."""
+def conditions(out: Path, n: int, image_position: str = "first") -> dict[str, list[dict]]:
+    """The four sets of records, written under ``out`` in the prompt layout ``image_position``: the
+    recipe's held-out maze items (its seed and sizes), each asked four ways."""
     from vilasr_train.recipe import load_recipe
 
     from ros_vilasr.synth import look, maze
@@ -57,7 +57,7 @@ def conditions(out: Path, n: int) -> dict[str, list[dict]]:
             "maze dialogue, first turn": [maze.maze_task(seed, i, sizes=sizes) for i in range(n)]}
     records = {}
     for k, (name, tasks) in enumerate(sets.items()):
-        write_dataset(tasks, out / str(k), total=n)
+        write_dataset(tasks, out / str(k), total=n, image_position=image_position)
         records[name] = [{"conversations": r["conversations"], "images": [str(out / str(k) / p) for p in r["images"]]}
                          for r in json.loads((out / str(k) / "trajectories.json").read_text())]
     return records
