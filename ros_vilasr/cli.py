@@ -203,7 +203,8 @@ def _synth(args: argparse.Namespace) -> None:
         from ros_vilasr.synth.rig_metric import metric_tasks as tasks
     else:
         from ros_vilasr.synth.scene_tasks import scene_tasks as tasks
-    write_dataset(tasks(args.n, args.seed, args.reflective_share), args.out, total=args.n)
+    write_dataset(tasks(args.n, args.seed, args.reflective_share), args.out, total=args.n,
+                  image_position=args.image_position)
 
 
 def _add_synth(subparsers) -> None:
@@ -216,6 +217,9 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="an empty or new directory")
     p.add_argument("--reflective-share", type=float, default=0.25,
                    help="share of trajectories with a wrong drawing that is corrected later (maze, scene)")
+    p.add_argument("--image-position", choices=["first", "last"], default="first",
+                   help="the trajectories' prompt layout: that of the model they will train (its profile's "
+                        "image_position; ViLaSR and Qwen2.5-VL: first)")
     p.set_defaults(func=_synth)
 
 

@@ -63,6 +63,20 @@ def test_replay_eval_reproduces_the_oracle_score(task, synthetic, tmp_path, caps
             png.verify()
 
 
+def test_synthetic_data_and_evaluation_share_a_models_image_last_layout(tmp_path, capsys):
+    main(["synth", "rig", "--n", "3", "--seed", "5", "--out", str(tmp_path / "rig"), "--image-position", "last"])
+    main(["eval", "--benchmark", str(tmp_path / "rig" / "eval.json"), "--engine", "replay", "--model",
+          str(tmp_path / "rig" / "trajectories.json"), "--out", str(tmp_path / "eval"), "--image-position", "last"])
+    trajectories = {t["id"]: t for t in read_transcripts(tmp_path / "rig" / "trajectories.json")}
+    rows = results(tmp_path / "eval")
+    assert len(rows) == 3 and all(r["conversations"] == trajectories[r["id"]]["conversations"] for r in rows)
+    cameras = {i["id"]: len(i["image_path"]) for i in json.loads((tmp_path / "rig" / "eval.json").read_text())}
+    assert sorted(cameras.values()) == [1, 2, 2]
+    for row in rows:  # every camera view after the question
+        question, *images = row["conversations"][1]["content"].split("<image>")
+        assert row["question"] in question and len(images) == cameras[row["id"]]
+
+
 class Interrupting(ReplayEngine):
     """Raises KeyboardInterrupt (a user's Ctrl-C) on the given engine call."""
 
