@@ -24,7 +24,7 @@ from ros_vilasr.node.conversions import (
     decode_raw,
     to_rgb,
 )
-from ros_vilasr.node.keyframes import FrameTooLarge, KeyFrameBuffer, KeyFrameSettings, thumbnail
+from ros_vilasr.node.keyframes import Frame, FrameTooLarge, KeyFrameBuffer, KeyFrameSettings, thumbnail
 from ros_vilasr.node.queries import Job, QueryWorker, engine_arguments, model_id, typed_answer
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -553,6 +553,17 @@ def test_the_model_profile_fills_only_what_is_left_at_its_default(tmp_path):
     assert params.with_profile(values | {"engine": "openai"}) == values | {"engine": "openai"}
     missing = BASE | {"model": str(tmp_path / "none")}
     assert params.with_profile(missing) == missing
+
+
+def test_a_query_is_asked_in_the_prompt_layout_of_the_models_profile():
+    frames = [Frame("cam", None, RawPayload(np.full((420, 560, 3), 90, np.uint8), "rgb8", 0), 0.0)]
+    values = BASE | {"max_pixels": 200704, "max_calls": 3}
+    protocol = Job("Where is the cup?", frames).open_session(values, {})
+    last = Job("Where is the cup?", frames).open_session(values, {"image_position": "last"})
+    assert [p["type"] for p in protocol.messages[1]["content"]] == ["image", "text"]
+    assert [p["type"] for p in last.messages[1]["content"]] == ["text", "image", "text"]
+    assert last.messages[1]["content"][0]["text"].startswith("Where is the cup?")
+    assert last.budget.max_calls == 3 and last.inputs[0].size == (504, 364)  # the node's budgets
 
 
 def test_replay_needs_a_file_and_names_itself():

@@ -19,6 +19,7 @@ from typing import Any
 
 from ros_vilasr.core.driver import Batch
 from ros_vilasr.core.scoring import parse_number
+from ros_vilasr.core.session import Budget, Session
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ class Job:
     @property
     def latency_s(self) -> float:
         return (self.finished or time.monotonic()) - self.accepted
+
+    def open_session(self, p: dict, profile: dict) -> Session:
+        """The job's dialogue under the node's parameters ``p``, in the prompt layout of the model's
+        run ``profile`` (the one it was trained in)."""
+        budget = Budget(max_calls=self.max_calls or p["max_calls"], max_images=p["max_images"],
+                        max_new_tokens=p["max_new_tokens"])
+        self.session = Session([f.payload.to_pil() for f in self.frames], self.question, options=self.options,
+                               problem_type=self.problem_type, kind=self.kind, budget=budget,
+                               max_pixels=p["max_pixels"], system_prompt_path=p["system_prompt_file"] or None,
+                               image_position=profile.get("image_position", "first"))
+        return self.session
 
 
 class QueryWorker:

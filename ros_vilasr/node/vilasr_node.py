@@ -36,7 +36,6 @@ from std_srvs.srv import SetBool
 
 from ros_vilasr.core.engines import check_engine, create_engine, warm_up
 from ros_vilasr.core.models import run_profile
-from ros_vilasr.core.session import Budget, Session
 from ros_vilasr_interfaces.action import SpatialQuery
 from ros_vilasr_interfaces.msg import SpatialAnswer
 
@@ -414,14 +413,7 @@ class VilasrNode(LifecycleNode):
     def _start_job(self, job: Job):
         """On the worker thread: the job's session (the worker drives it, batched with the others
         running) and its step callback, which streams each step."""
-        p = self._values()
-        budget = Budget(max_calls=job.max_calls or p["max_calls"], max_images=p["max_images"],
-                        max_new_tokens=p["max_new_tokens"])
-        images = [f.payload.to_pil() for f in job.frames]
-        job.session = Session(images, job.question, options=job.options, problem_type=job.problem_type,
-                              kind=job.kind, budget=budget, max_pixels=p["max_pixels"],
-                              system_prompt_path=p["system_prompt_file"] or None,
-                              image_position=self._profile.get("image_position", "first"))
+        job.open_session(self._values(), self._profile)
         return functools.partial(self._publish_step, job, next(self._query_ids))
 
     def _admit(self, question: str, options=(), problem_type: str = "", **selection) -> Job:
