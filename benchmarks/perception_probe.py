@@ -6,7 +6,8 @@ cell digits (S row, S column, G row, G column) of "The green start S is at row r
 red goal G at row r', column c' ..." that the model predicts, beside the most frequent digit.
 Conditions: the short perception question (``synth.look``), the same with ten more words in it,
 a maze item's whole question before it, and the first turn of the held-out maze dialogues (where
-the drawing tasks need it).
+the drawing tasks need it). Each model is asked in its own prompt layout (its profile's
+``image_position``).
 
     python benchmarks/perception_probe.py --model pretrained=RUN/pretrain --model stage1=RUN/stage1 ...
 """
@@ -29,6 +30,7 @@ from vilasr_train.data import DialogueCollator  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
+from ros_vilasr.core.models import image_position  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -100,11 +102,12 @@ def readout(processor, model, records: list[dict]) -> tuple[list[int], list[int]
     return hits, [c.most_common(1)[0][1] for c in truth], len(records)
 
 
-def run_model(spec: str, sets: dict[str, list[dict]]) -> list[dict]:
+def run_model(spec: str, out: Path, n: int) -> list[dict]:
     name, _, path = spec.partition("=")
     processor, model = load(path)
+    position = image_position(path)
     rows = []
-    for condition, records in sets.items():
+    for condition, records in conditions(out / position, n, position).items():
         hits, majority, n = readout(processor, model, records)
         rows.append({"model": name, "condition": condition, "n": n, "hits": hits, "majority": majority})
     return rows
@@ -118,8 +121,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        sets = conditions(Path(tmp), args.n)
-        rows = [run_model(spec, sets) for spec in args.model]
+        rows = [run_model(spec, Path(tmp) / str(k), args.n) for k, spec in enumerate(args.model)]
     lines = ["| model | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
              "|---|---|---|" + "---|" * (len(DIGITS) + 2)]
     for r in (r for per_model in rows for r in per_model):
