@@ -43,7 +43,8 @@ def rows(heldout, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     try:
         run_evaluation(heldout, engine, out, "embedded", batch_size=12, progress=False, plots=False,
-                       max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"])
+                       max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"],
+                       image_position=profile.get("image_position", "first"))
     finally:
         engine.close()
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

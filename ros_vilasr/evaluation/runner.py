@@ -166,7 +166,7 @@ def run_evaluation(items: Sequence[EvalItem], engine: Engine, out_dir: str | Pat
                    max_pixels: int = MAX_PIXELS_EVAL, max_new_tokens: int | None = None,
                    image_position: str = "first") -> dict:
     """Evaluate ``items`` (skipping those already in ``OUT/results.jsonl``); returns the summary
-    of the whole results file and writes it to ``OUT/summary.json`` (plus plots). ``max_pixels``
+    of the whole results file and writes it to ``OUT/summary.json`` (plus plots). ``max_pixels``,
     ``max_new_tokens`` (per turn) and ``image_position`` as in ``build_session``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
