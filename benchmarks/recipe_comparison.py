@@ -1,0 +1,90 @@
+"""Recipe runs side by side: held-out accuracy per stage, and whether the model names the cells of
+a maze's start S and goal G in its first thought (what every maze answer builds on).
+
+The maze oracle's first thought is "The green start S is at row r, column c and the red goal G at
+row r', column c' ..."; a model that reads the image names the true cells there. Counted on the
+held-out maze dialogues each stage was evaluated on (greedy), against the ground truth.
+
+    python benchmarks/recipe_comparison.py --run shipped=runs/embedded --run candidate=runs/look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.recipe import STAGES, family  # noqa: E402
+
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+CELL = re.compile(r"row (\d+), column (\d+)")
+
+
+def named_cells(run: Path, stage: str) -> dict:
+    """How often the first thought of a held-out maze dialogue names S's and G's true cells, and
+    how often the single most frequent cell would be right (what naming one cell always scores)."""
+    truth = {i["id"]: i["ground_truth"] for i in json.loads((run / "data/heldout/maze/eval.json").read_text())}
+    counts = {"n": 0, "S": 0, "G": 0} | {
+        f"{key}_constant": Counter(tuple(t[end]) for t in truth.values()).most_common(1)[0][1]
+        for key, end in (("S", "start"), ("G", "goal"))}
+    for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["id"] not in truth:
+            continue
+        first = next(m["content"] for m in row["conversations"] if m["role"] == "assistant")
+        named = [tuple(int(x) - 1 for x in cell) for cell in CELL.findall(first)[:2]]  # 1-based in the text
+        counts["n"] += 1
+        for key, cell in zip("SG", named):
+            counts[key] += cell == tuple(truth[row["id"]]["start" if key == "S" else "goal"])
+    return counts
+
+
+def stage_row(run: Path, stage: str) -> dict | None:
+    path = run / f"eval_{stage}" / "stage_summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    means = {fam: float(np.mean([a for t, a in summary["accuracy"].items() if family(t) == fam]))
+             for fam in ("maze", "scene")}
+    return {"stage": stage, **means, "executable": summary["executable_drawing_turns"],
+            "look": summary["accuracy"].get("look_maze_ends"), "cells": named_cells(run, stage),
+            "image_position": json.loads((run / "init" / "vilasr_model.json").read_text()).get("image_position",
+                                                                                               "first")}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, help="NAME=DIR of a recipe run, in table order")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rows = []
+    for spec in args.run:
+        name, _, path = spec.partition("=")
+        rows += [{"run": name} | r for s in STAGES if (r := stage_row(Path(path), s))]
+    lines = ["| run | layout | stage | maze mean | scene mean | perception questions | drawing turns executable "
+             "| S's cell named | G's cell named | one cell always |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["cells"]
+        look = "—" if r["look"] is None else f"{r['look']:.1%}"
+        lines.append(f"| {r['run']} | image {r['image_position']} | {r['stage']} | {r['maze']:.1%} | {r['scene']:.1%} "
+                     f"| {look} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
+                     f"| S {c['S_constant']}, G {c['G_constant']} |")
+    report = "\n".join(["# Recipe runs side by side", "", markdown(describe()), "",
+                        " ".join(__doc__.split("\n\n")[1].split()), "",
+                        f"Runs: {', '.join(args.run)}.", "", *lines, ""])
+    result = {"machine": describe(), "runs": args.run, "rows": rows}
+    write_results(args.out, "recipe_comparison", result, report)
+    return result
+
+
+if __name__ == "__main__":
+    main()

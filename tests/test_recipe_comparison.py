@@ -1,0 +1,48 @@
+"""benchmarks/recipe_comparison.py counts the maze cells a model names in its first thought against
+the ground truth: the oracle's own dialogues name every cell right; a wrong cell is not counted."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.recipe_comparison import named_cells, stage_row
+from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
+from ros_vilasr.evaluation.benchmarks import load_benchmark
+from ros_vilasr.evaluation.runner import run_evaluation
+from ros_vilasr.synth import maze
+from ros_vilasr.synth.trajectories import write_dataset
+
+PREFIX = "<think>The green start S is at row "
+
+
+def test_cells_named_in_the_first_thought_are_checked_against_the_maze(tmp_path):
+    data = tmp_path / "data" / "heldout" / "maze"
+    write_dataset((maze.maze_task(5, i, sizes=(3,)) for i in range(4)), data)
+    transcripts = read_transcripts(data / "trajectories.json")
+    first = transcripts[0]["conversations"][2]["content"]  # system, user, then the oracle's first turn
+    row = first[len(PREFIX)]
+    wrong_s = first.replace(PREFIX + row, PREFIX + ("1" if row != "1" else "2"), 1)  # S one row off
+    assert first.startswith(PREFIX) and wrong_s != first
+    transcripts[0]["conversations"][2]["content"] = wrong_s
+    run_evaluation(load_benchmark(data / "eval.json", benchmark="maze"), ReplayEngine(transcripts),
+                   tmp_path / "eval_stage1", "maze", progress=False, plots=False)
+    counts = named_cells(tmp_path, "stage1")
+    assert counts["n"] == 4 and counts["G"] == 4 and counts["S"] == 3
+    assert 1 <= counts["S_constant"] <= 4 and 1 <= counts["G_constant"] <= 4
+    assert stage_row(tmp_path, "stage2") is None  # a stage that was not evaluated
+
+
+def test_a_stage_row_reads_the_summary_and_the_models_layout(tmp_path):
+    (tmp_path / "init").mkdir()
+    (tmp_path / "init" / "vilasr_model.json").write_text('{"image_position": "last"}')
+    (tmp_path / "eval_stage1").mkdir()
+    summary = {"accuracy": {"maze_turn_count": 0.5, "maze_path_length": 0.25, "rig_side": 1.0,
+                            "look_maze_ends": 0.75}, "executable_drawing_turns": 0.9}
+    (tmp_path / "eval_stage1" / "stage_summary.json").write_text(json.dumps(summary))
+    (tmp_path / "eval_stage1" / "results.jsonl").write_text("")
+    (tmp_path / "data" / "heldout" / "maze").mkdir(parents=True)
+    (tmp_path / "data" / "heldout" / "maze" / "eval.json").write_text(
+        json.dumps([{"id": "m", "ground_truth": {"start": [0, 0], "goal": [1, 1]}}]))
+    row = stage_row(tmp_path, "stage1")
+    assert (row["maze"], row["scene"], row["look"], row["executable"]) == (0.375, 1.0, 0.75, 0.9)
+    assert row["image_position"] == "last" and row["cells"]["n"] == 0
