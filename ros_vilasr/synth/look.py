@@ -12,7 +12,8 @@ the model learns to read the cells within a few hundred steps, but only at that 
 between image and answer: ten more words in the question, or the maze dialogue's own question,
 and it is back at the most frequent answer. Asked after random notes or maze questions with the
 image moved after the question, it reads them equally well at every length
-(benchmarks/results/image_layout_probe.md).
+(benchmarks/results/image_layout_probe.md); trained so end to end, it names the goal's cell in
+the maze dialogues, not yet the start's (benchmarks/results/recipe_comparison.md).
 """
 
 from __future__ import annotations
