@@ -118,6 +118,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", action="append", required=True, help="NAME=DIR, in table order")
     parser.add_argument("--n", type=int, default=48, help="items per condition")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="perception_probe", help="results file stem")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +134,7 @@ def main(argv=None) -> dict:
         markdown(describe()), "", __doc__.split("\n\n")[1].replace("\n", " "), "",
         f"Models: {', '.join(args.model)}.", "", *lines, ""])
     result = {"machine": describe(), "models": args.model, "rows": [r for per_model in rows for r in per_model]}
-    write_results(args.out, "perception_probe", result, report)
+    write_results(args.out, args.name, result, report)
     return result
 
 
