@@ -102,12 +102,12 @@ def readout(processor, model, records: list[dict]) -> tuple[list[int], list[int]
     return hits, [c.most_common(1)[0][1] for c in truth], len(records)
 
 
-def run_model(spec: str, out: Path, n: int) -> list[dict]:
+def run_model(spec: str, sets_in) -> list[dict]:
+    """The model's rows, on ``sets_in(layout)``: the conditions' records in its prompt layout."""
     name, _, path = spec.partition("=")
     processor, model = load(path)
-    position = image_position(path)
     rows = []
-    for condition, records in conditions(out / position, n, position).items():
+    for condition, records in sets_in(image_position(path)).items():
         hits, majority, n = readout(processor, model, records)
         rows.append({"model": name, "condition": condition, "n": n, "hits": hits, "majority": majority})
     return rows
@@ -122,7 +122,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_model(spec, Path(tmp) / str(k), args.n) for k, spec in enumerate(args.model)]
+        sets: dict[str, dict] = {}  # per layout, written once for every model asked in it
+
+        def sets_in(position: str) -> dict:
+            if position not in sets:
+                sets[position] = conditions(Path(tmp) / position, args.n, position)
+            return sets[position]
+        rows = [run_model(spec, sets_in) for spec in args.model]
     lines = ["| model | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
              "|---|---|---|" + "---|" * (len(DIGITS) + 2)]
     for r in (r for per_model in rows for r in per_model):

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 from vilasr_train.recipe import STAGES, family  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
+from ros_vilasr.core.models import image_position  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CELL = re.compile(r"row (\d+), column (\d+)")
@@ -57,8 +58,7 @@ def stage_row(run: Path, stage: str) -> dict | None:
              for fam in ("maze", "scene")}
     return {"stage": stage, **means, "executable": summary["executable_drawing_turns"],
             "look": summary["accuracy"].get("look_maze_ends"), "cells": named_cells(run, stage),
-            "image_position": json.loads((run / "init" / "vilasr_model.json").read_text()).get("image_position",
-                                                                                               "first")}
+            "image_position": image_position(str(run / "init"))}
 
 
 def main(argv=None) -> dict:

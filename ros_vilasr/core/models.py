@@ -92,10 +92,15 @@ def run_profile(model: str | None) -> dict:
     return profile if isinstance(profile, dict) else {}
 
 
+def image_position_of(profile: dict) -> str:
+    """Where a model's first turn puts its images, from its run profile: its ``image_position``,
+    else the protocol's ``first``."""
+    return profile.get("image_position", "first")
+
+
 def image_position(model: str | None) -> str:
-    """Where the model's first turn puts its images: its profile's ``image_position``, else the
-    protocol's ``first``."""
-    return run_profile(model).get("image_position", "first")
+    """``image_position_of`` the model's profile."""
+    return image_position_of(run_profile(model))
 
 
 def copy_profile(source: str | Path, target: str | Path) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ros_vilasr.core.driver import Batch
+from ros_vilasr.core.models import image_position_of
 from ros_vilasr.core.scoring import parse_number
 from ros_vilasr.core.session import Budget, Session
 
@@ -75,7 +76,7 @@ class Job:
         self.session = Session([f.payload.to_pil() for f in self.frames], self.question, options=self.options,
                                problem_type=self.problem_type, kind=self.kind, budget=budget,
                                max_pixels=p["max_pixels"], system_prompt_path=p["system_prompt_file"] or None,
-                               image_position=profile.get("image_position", "first"))
+                               image_position=image_position_of(profile))
         return self.session
 
 
