@@ -7,7 +7,8 @@ red goal G at row r', column c' ..." that the model predicts, beside the most fr
 Conditions: the short perception question (``synth.look``), the same with ten more words in it,
 a maze item's whole question before it, and the first turn of the held-out maze dialogues (where
 the drawing tasks need it). Each model is asked in its own prompt layout (its profile's
-``image_position``).
+``image_position``). "S read as G": S's digits predicted as G's, of those where the two differ (a
+model that finds one disc only).
 
     python benchmarks/perception_probe.py --model pretrained=RUN/pretrain --model stage1=RUN/stage1 ...
 """
@@ -38,25 +39,26 @@ FILLER = "Moving only through open passages between adjacent cells."  # ten word
 DIGITS = ("S row", "S column", "G row", "G column")
 
 
-def conditions(out: Path, n: int, image_position: str = "first") -> dict[str, list[dict]]:
+def conditions(out: Path, n: int, image_position: str = "first", recipe: str = "recipe_embedded"
+               ) -> dict[str, list[dict]]:
     """The four sets of records, written under ``out`` in the prompt layout ``image_position``: the
-    recipe's held-out maze items (its seed and sizes), each asked four ways."""
+    recipe's held-out maze items (its seed, sizes and labels), each asked four ways."""
     from vilasr_train.recipe import load_recipe
 
     from ros_vilasr.synth import look, maze
     from ros_vilasr.synth.trajectories import write_dataset
 
-    spec = load_recipe("recipe_embedded")["data"]["heldout"]["maze"]
-    seed, sizes = spec["seed"], tuple(spec["sizes"])
+    spec = load_recipe(recipe)["data"]["heldout"]["maze"]
+    seed, sizes, labels = spec["seed"], tuple(spec["sizes"]), spec.get("labels", False)
 
     def asked(contexts=("short",), filler: bool = False) -> list:
-        tasks = [look.look_task(seed, i, sizes, contexts) for i in range(n)]
+        tasks = [look.look_task(seed, i, sizes, contexts, labels) for i in range(n)]
         return [replace(t, question=t.question.replace("maze. ", f"maze. {FILLER} ", 1)) if filler else t
                 for t in tasks]
 
     sets = {"short question": asked(), "ten more words": asked(filler=True),
             "after a maze question": asked(("maze",)),
-            "maze dialogue, first turn": [maze.maze_task(seed, i, sizes=sizes) for i in range(n)]}
+            "maze dialogue, first turn": [maze.maze_task(seed, i, sizes=sizes, labels=labels) for i in range(n)]}
     records = {}
     for k, (name, tasks) in enumerate(sets.items()):
         write_dataset(tasks, out / str(k), total=n, image_position=image_position)
@@ -87,19 +89,32 @@ def collator(processor) -> DialogueCollator:
     return DialogueCollator(processor, [], max_pixels=MAX_PIXELS_TRAIN, max_length=None)
 
 
+def s_read_as_g(predicted: list[int], truth: list[int]) -> tuple[int, int]:
+    """(S digits predicted as G's same digit, S digits that differ from G's): a model that finds
+    only one disc answers G's cell for S too."""
+    differ = [k for k in (0, 1) if truth[k] != truth[k + 2]]
+    return sum(predicted[k] == truth[k + 2] for k in differ), len(differ)
+
+
 @torch.no_grad()
-def readout(processor, model, records: list[dict]) -> tuple[list[int], list[int], int]:
+def readout(processor, model, records: list[dict]) -> dict:
     hits, truth, batches = [0] * 4, [Counter() for _ in range(4)], collator(processor)
+    as_g = [0, 0]
     for record in records:
         row = batches.encode(record)
         logits = model(**{k: v for k, v in batches.pad([row]).items() if k != "labels"}).logits[0]
         tokens = processor.tokenizer.convert_ids_to_tokens(row["input_ids"])
         tokens = [processor.tokenizer.convert_tokens_to_string([t]) for t in tokens]
         first = next(i for i, label in enumerate(row["labels"]) if label != -100)
-        for k, pos in enumerate(cell_digits(tokens, first)):
-            hits[k] += int(logits[pos - 1].argmax().item() == row["input_ids"][pos])
-            truth[k][row["input_ids"][pos]] += 1
-    return hits, [c.most_common(1)[0][1] for c in truth], len(records)
+        positions = cell_digits(tokens, first)
+        predicted = [logits[pos - 1].argmax().item() for pos in positions]
+        true = [row["input_ids"][pos] for pos in positions]
+        for k in range(4):
+            hits[k] += int(predicted[k] == true[k])
+            truth[k][true[k]] += 1
+        as_g = [a + b for a, b in zip(as_g, s_read_as_g(predicted, true))]
+    return {"hits": hits, "majority": [c.most_common(1)[0][1] for c in truth], "n": len(records),
+            "s_as_g": as_g[0], "s_differs": as_g[1]}
 
 
 def run_model(spec: str, sets_in) -> list[dict]:
@@ -108,8 +123,7 @@ def run_model(spec: str, sets_in) -> list[dict]:
     processor, model = load(path)
     rows = []
     for condition, records in sets_in(image_position(path)).items():
-        hits, majority, n = readout(processor, model, records)
-        rows.append({"model": name, "condition": condition, "n": n, "hits": hits, "majority": majority})
+        rows.append({"model": name, "condition": condition, **readout(processor, model, records)})
     return rows
 
 
@@ -119,6 +133,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--n", type=int, default=48, help="items per condition")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="perception_probe", help="results file stem")
+    parser.add_argument("--recipe", default="recipe_embedded", help="whose held-out mazes to ask about")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,15 +141,16 @@ def main(argv=None) -> dict:
 
         def sets_in(position: str) -> dict:
             if position not in sets:
-                sets[position] = conditions(Path(tmp) / position, args.n, position)
+                sets[position] = conditions(Path(tmp) / position, args.n, position, args.recipe)
             return sets[position]
         rows = [run_model(spec, sets_in) for spec in args.model]
-    lines = ["| model | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
-             "|---|---|---|" + "---|" * (len(DIGITS) + 2)]
+    lines = ["| model | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit | S read as G |",
+             "|---|---|---|" + "---|" * (len(DIGITS) + 3)]
     for r in (r for per_model in rows for r in per_model):
         cells = " | ".join(f"{h / r['n']:.0%}" for h in r["hits"])
         mean, majority = sum(r["hits"]) / (4 * r["n"]), sum(r["majority"]) / (4 * r["n"])
-        lines.append(f"| {r['model']} | {r['condition']} | {r['n']} | {cells} | **{mean:.0%}** | {majority:.0%} |")
+        lines.append(f"| {r['model']} | {r['condition']} | {r['n']} | {cells} | **{mean:.0%}** | {majority:.0%} "
+                     f"| {r['s_as_g']}/{r['s_differs']} |")
     report = "\n".join([
         "# Perception probe: where are S and G, and does the answer survive a longer question?", "",
         markdown(describe()), "", __doc__.split("\n\n")[1].replace("\n", " "), "",

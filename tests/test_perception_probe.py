@@ -1,5 +1,6 @@
 """The perception probes' pieces: the four cell digits are found in the encoded answer in either
-prompt layout (benchmarks/perception_probe.py, benchmarks/image_layout_probe.py)."""
+prompt layout (benchmarks/perception_probe.py, benchmarks/image_layout_probe.py), and an S read as
+G's cell is counted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import pytest
 from vilasr_train.data import encode_example
 
-from benchmarks.perception_probe import cell_digits
+from benchmarks.perception_probe import cell_digits, s_read_as_g
 from ros_vilasr.core.images import MAX_PIXELS_TRAIN
 from ros_vilasr.core.models import EMBEDDED_DIR
 from ros_vilasr.core.processor import load_processor
@@ -45,3 +46,9 @@ def test_the_cell_digits_are_found_in_either_layout(records):
     assert first["conversations"][1]["content"].startswith("<image>")
     assert not last["conversations"][1]["content"].startswith("<image>")
     assert digits(processor, first) == digits(processor, last) == expected
+
+
+def test_an_s_read_as_g_is_counted_only_where_the_cells_differ():
+    assert s_read_as_g([3, 1, 3, 4], [2, 1, 3, 4]) == (1, 2)  # S row read as G's; S column right
+    assert s_read_as_g([2, 1, 3, 4], [2, 1, 3, 4]) == (0, 2)
+    assert s_read_as_g([3, 1, 3, 1], [3, 1, 3, 1]) == (0, 0)  # same cell digits: nothing to tell apart

@@ -156,6 +156,33 @@ def test_maze_items_solvable_from_the_pixels(maze_dir):
             assert item["answer"] == expected, item["id"]
 
 
+def ink_runs(band: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last] index ranges of the non-white lines of a margin strip (along its first axis)."""
+    inked = (band != 255).any(axis=tuple(range(1, band.ndim)))
+    edges = np.flatnonzero(np.diff(np.r_[0, inked.astype(int), 0]))
+    return list(zip(edges[::2], edges[1::2] - 1))
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_labelled_mazes_number_rows_and_columns_in_the_margins(n):
+    plain = maze.maze_task(7, 0, sizes=(n,))
+    labelled = maze.maze_task(7, 0, sizes=(n,), labels=True)
+    before, after = (np.asarray(t.images[0]) for t in (plain, labelled))
+    inside = maze.MARGIN - maze.WALL_WIDTH // 2
+    # the maze itself is untouched, so the item is the same question about the same pixels
+    np.testing.assert_array_equal(after[inside:, inside:], before[inside:, inside:])
+    assert (before[:inside, :] == 255).all() and (before[:, :inside] == 255).all()
+    assert read_maze(labelled.images[0], n)[1:] == (tuple(plain.ground_truth["start"]), tuple(plain.ground_truth["goal"]))
+    rows = ink_runs(after[inside:, :inside])  # ink down the left margin, one number per row
+    columns = ink_runs(after[:inside, inside:].transpose(1, 0, 2))  # along the top, one per column
+    for runs in (rows, columns):
+        assert len(runs) == n
+        centres = [inside + (a + b) / 2 for a, b in runs]
+        assert centres == pytest.approx([maze.centre(n, (k, k))[0] for k in range(n)], abs=3)  # a glyph pixel is 2 px
+    glyphs = [after[inside + a:inside + b + 1, :inside].tobytes() for a, b in rows]
+    assert len(set(glyphs)) == n  # n different numbers
+
+
 def test_perception_answers_are_read_from_the_pixels(tmp_path):
     write_dataset(look.look_tasks(6, seed=5, sizes=(3, 4), contexts=("short", "maze")), tmp_path, total=6)
     items, trajectories = load(tmp_path)
@@ -180,6 +207,27 @@ def test_perception_answers_are_read_from_the_pixels(tmp_path):
     assert len({len(n) for n in noted}) > 2 and all(f"{x}." in look.NOTES for n in noted for x in n)
     with pytest.raises(ValueError, match="unknown perception context 'wide'"):
         look.look_task(5, 0, contexts=("wide",))
+
+
+def test_perception_questions_ask_for_one_disc_at_a_time(tmp_path):
+    tasks = list(look.look_tasks(12, seed=5, sizes=(3, 4), contexts=("short", "maze"), asks=("both", "start", "goal")))
+    # asks cross the contexts: every ask comes in every context
+    assert [(t.question.endswith(look.ASK), "Do not answer" in t.question) for t in tasks[:2]] == [(True, False),
+                                                                                                  (True, True)]
+    for task in tasks:
+        n, start, goal = task.grid_size, *read_maze(task.images[0], task.grid_size)[1:]
+        thought = task.turns[-1]
+        if task.question.endswith("In which cell is the green start S?"):
+            assert task.answer == f"S {maze.where(start)}"
+            assert thought.startswith(f"<think>The green start S is at {maze.where(start)} of the {n}x{n} grid.</think>")
+        elif task.question.endswith("In which cell is the red goal G?"):
+            assert task.answer == f"G {maze.where(goal)}"
+            assert thought.startswith(f"<think>The red goal G is at {maze.where(goal)} of the {n}x{n} grid.</think>")
+        else:
+            assert task.answer == f"S {maze.where(start)}; G {maze.where(goal)}"
+    assert [t.answer[0] for t in tasks] == ["S", "S", "S", "S", "G", "G"] * 2  # both, both, start x2, goal x2
+    with pytest.raises(ValueError, match="unknown perception ask 'wall'"):
+        look.look_task(5, 0, asks=("wall",))
 
 
 def scene_of(item):

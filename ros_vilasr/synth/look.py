@@ -31,41 +31,54 @@ SUB_TASKS = ("look_maze_ends",)
 
 
 ASK = "In which cells are the green start S and the red goal G?"
+MARKS = {"start": ("S", "the green start S"), "goal": ("G", "the red goal G")}
 NOTES = ("Walls are the dark lines.", "Every cell is a square of the same size.", "The start is a green disc marked S.",
          "The goal is a red disc marked G.", "A gap in a wall is a passage.", "Rows count from the top.",
          "Columns count from the left.", "The border of the maze is a wall all round.")
 
 
-def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts: tuple[str, ...] = ("short",)
-              ) -> SynthTask:
+def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts: tuple[str, ...] = ("short",),
+              labels: bool = False, asks: tuple[str, ...] = ("both",)) -> SynthTask:
     """Item ``index`` of the perception set with this seed: the maze of maze item ``index`` (same
     seed) and ``ASK``, in the context ``contexts[index % len(contexts)]``: ``short`` (the grid size
     only), ``maze`` (after that maze item's whole question, options included) or ``notes`` (after
-    zero to eight true notes about mazes, in random order)."""
-    task = mz.maze_task(seed, index, sizes=sizes)
-    start, goal = (tuple(task.ground_truth[k]) for k in ("start", "goal"))
-    context = contexts[index % len(contexts)]
+    zero to eight true notes about mazes, in random order); ``labels``: as ``maze.maze_task``;
+    ``asks``: what is asked, crossed with the contexts (``asks[index // len(contexts) % len(asks)]``):
+    ``both`` cells, in the maze oracle's words, or only the ``start``'s or the ``goal``'s, which a
+    model can answer only by telling the two discs apart."""
+    task = mz.maze_task(seed, index, sizes=sizes, labels=labels)
+    cells = {key: tuple(task.ground_truth[key]) for key in MARKS}
+    context, ask = contexts[index % len(contexts)], asks[index // len(contexts) % len(asks)]
+    if ask == "both":
+        thought = mz.ends(task.grid_size, cells["start"], cells["goal"])
+        answer = "; ".join(f"{MARKS[key][0]} {mz.where(cell)}" for key, cell in cells.items())
+        asked = ASK
+    elif ask in MARKS:
+        mark, named = MARKS[ask]
+        thought = f"{named[0].upper()}{named[1:]} is at {mz.where(cells[ask])} of the {task.grid_size}x{task.grid_size} grid."
+        answer, asked = f"{mark} {mz.where(cells[ask])}", f"In which cell is {named}?"
+    else:
+        raise ValueError(f"unknown perception ask {ask!r}; expected both, start or goal")
     if context == "maze":
         block = question_block(task.question, task.options or (), task.problem_type)
-        question = f"{block}\nDo not answer that yet. {ASK}"
+        question = f"{block}\nDo not answer that yet. {asked}"
     elif context in ("short", "notes"):
         rng = np.random.default_rng([seed, index, 2])
         shown = rng.permutation(len(NOTES))[:rng.integers(len(NOTES) + 1)] if context == "notes" else []
         notes = [NOTES[i] for i in shown]
-        question = " ".join([f"This is a {task.grid_size}x{task.grid_size} maze.", *notes, ASK])
+        question = " ".join([f"This is a {task.grid_size}x{task.grid_size} maze.", *notes, asked])
     else:
         raise ValueError(f"unknown perception context {context!r}; expected short, maze or notes")
-    answer = f"S {mz.where(start)}; G {mz.where(goal)}"
     dialogue = OracleDialogue(1)
-    dialogue.answer(mz.ends(task.grid_size, start, goal), answer)
+    dialogue.answer(thought, answer)
     return SynthTask(
         id=f"look_{index:05d}", question=question, options=None, problem_type="free-form", answer=answer,
         sub_task=SUB_TASKS[0], images=task.images, turns=dialogue.turns,
         expected_new_images=dialogue.expected_new_images, grid_size=task.grid_size,
-        ground_truth={"start": list(start), "goal": list(goal)})
+        ground_truth={key: list(cell) for key, cell in cells.items()})
 
 
-def look_tasks(n: int, seed: int, sizes: tuple[int, ...] = mz.SIZES, contexts: tuple[str, ...] = ("short",)
-               ) -> Iterator[SynthTask]:
+def look_tasks(n: int, seed: int, sizes: tuple[int, ...] = mz.SIZES, contexts: tuple[str, ...] = ("short",),
+               labels: bool = False, asks: tuple[str, ...] = ("both",)) -> Iterator[SynthTask]:
     for index in range(n):
-        yield look_task(seed, index, sizes, contexts)
+        yield look_task(seed, index, sizes, contexts, labels, asks)

@@ -142,7 +142,10 @@ def centre(size: int, cell: Cell) -> tuple[float, float]:
     return MARGIN + (cell[1] + 0.5) * step, MARGIN + (cell[0] + 0.5) * step
 
 
-def render(maze: Maze) -> Image.Image:
+def render(maze: Maze, labels: bool = False) -> Image.Image:
+    """The maze drawn in the model's grid; ``labels``: row numbers down the left margin and column
+    numbers along the top, as on a chessboard, so a cell's row and column can be read off the image
+    by what is drawn there rather than by where it is."""
     if model_grid_size(IMAGE_SIDE, IMAGE_SIDE) != (IMAGE_SIDE, IMAGE_SIDE):
         raise ValueError("maze images must be in the model's grid")
     image = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), "white")
@@ -166,16 +169,23 @@ def render(maze: Maze) -> Image.Image:
         pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
         glyph = _glyph(mark, color)
         image.paste(glyph, (round(x - glyph.width / 2), round(y - glyph.height / 2)))
+    if labels:
+        for k in range(n):
+            ink = _glyph(str(k + 1), "black", scale=2).convert("L")  # white strokes: a paste mask
+            x, y = centre(n, (k, k))
+            inside = MARGIN - WALL_WIDTH // 2  # the margin left of (above) the border wall
+            image.paste(WALL, (round((inside - ink.width) / 2), round(y - ink.height / 2)), ink)
+            image.paste(WALL, (round(x - ink.width / 2), round((inside - ink.height) / 2)), ink)
     return image
 
 
-def _glyph(text: str, background) -> Image.Image:
-    """A letter in PIL's bitmap font (identical pixels on every machine), enlarged 3x."""
+def _glyph(text: str, background, scale: int = 3) -> Image.Image:
+    """White text in PIL's bitmap font (identical pixels on every machine), enlarged ``scale`` times."""
     font = ImageFont.load_default_imagefont()
     left, top, right, bottom = font.getbbox(text)
     glyph = Image.new("RGB", (right - left + 2, bottom - top + 2), background)
     ImageDraw.Draw(glyph).text((1 - left, 1 - top), text, fill="white", font=font)
-    return glyph.resize((glyph.width * 3, glyph.height * 3), Image.Resampling.NEAREST)
+    return glyph.resize((glyph.width * scale, glyph.height * scale), Image.Resampling.NEAREST)
 
 
 # -- questions and the oracle ------------------------------------------------------------------
@@ -280,9 +290,10 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
     return dialogue
 
 
-def maze_task(seed: int, index: int, reflective_share: float = 0.0, sizes: tuple[int, ...] = SIZES) -> SynthTask:
+def maze_task(seed: int, index: int, reflective_share: float = 0.0, sizes: tuple[int, ...] = SIZES,
+              labels: bool = False) -> SynthTask:
     """Item ``index`` of the maze set with this seed (independent of how many are generated);
-    ``sizes``: the grid sizes drawn from."""
+    ``sizes``: the grid sizes drawn from; ``labels``: rows and columns numbered on the image."""
     rng = np.random.default_rng([seed, index, 1])
     size = int(rng.choice(sizes))
     maze = generate_maze(rng, size)
@@ -299,12 +310,12 @@ def maze_task(seed: int, index: int, reflective_share: float = 0.0, sizes: tuple
     return SynthTask(
         id=f"maze_{index:05d}", question=question, options=options,
         problem_type="multiple choice" if options else "numerical", answer=answer, sub_task=sub_task,
-        images=[render(maze)], turns=dialogue.turns, expected_new_images=dialogue.expected_new_images,
+        images=[render(maze, labels)], turns=dialogue.turns, expected_new_images=dialogue.expected_new_images,
         reflective=reflective, grid_size=size,
         ground_truth={"start": list(maze.start), "goal": list(maze.goal), "route": [list(r) for r in route_runs]})
 
 
-def maze_tasks(n: int, seed: int, reflective_share: float = 0.0, sizes: tuple[int, ...] = SIZES
-               ) -> Iterator[SynthTask]:
+def maze_tasks(n: int, seed: int, reflective_share: float = 0.0, sizes: tuple[int, ...] = SIZES,
+               labels: bool = False) -> Iterator[SynthTask]:
     for index in range(n):
-        yield maze_task(seed, index, reflective_share, sizes)
+        yield maze_task(seed, index, reflective_share, sizes, labels)

@@ -89,7 +89,7 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
                    "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
                    "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
                    "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}[family]
-    for key in ("sizes", "contexts"):
+    for key in ("sizes", "contexts", "asks"):
         if key in options:
             options[key] = tuple(options[key])
     wanted = sub_tasks or names
