@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 
 
@@ -195,8 +196,12 @@ def _synth(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.out} is not empty; choose a new directory")
     if not 0 <= args.reflective_share <= 1:
         raise SystemExit("--reflective-share must be between 0 and 1")
+    if args.labels and args.task != "maze":
+        raise SystemExit("--labels numbers the rows and columns of mazes; it applies to the maze task only")
     if args.task == "maze":
-        from ros_vilasr.synth.maze import maze_tasks as tasks
+        from ros_vilasr.synth.maze import maze_tasks
+
+        tasks = partial(maze_tasks, labels=args.labels)
     elif args.task == "rig":
         from ros_vilasr.synth.rig_tasks import rig_tasks as tasks
     elif args.task == "rig-metric":
@@ -220,6 +225,7 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--image-position", choices=["first", "last"], default="first",
                    help="the trajectories' prompt layout: that of the model they will train (its profile's "
                         "image_position; ViLaSR and Qwen2.5-VL: first)")
+    p.add_argument("--labels", action="store_true", help="maze: number the rows and columns on the image")
     p.set_defaults(func=_synth)
 
 

@@ -1,8 +1,9 @@
 """``vilasr-train recipe``: the embedded model's recipe at a scale the suite can afford.
 
-The shipped ``recipe_embedded_look`` (``recipe_embedded`` and a perception pretraining stage) with
-tiny sizes (one task family and the perception questions, a ~0.3 M-parameter model, 20 pretraining
-and 160 SFT steps) runs data, a tokenizer and model from scratch, pretraining, stage 1 from it and
+The shipped ``recipe_embedded_look`` (``recipe_embedded`` and a perception pretraining stage), with
+a second pretraining phase and tiny sizes (one task family and two sets of perception questions, a
+~0.3 M-parameter model, 2 x 10 pretraining and 160 SFT steps) runs data, a tokenizer and model from
+scratch, the pretraining phases in order, stage 1 from the last and
 its held-out evaluation: held-out items are new rooms, every held-out item is evaluated, stage 1
 learns (teacher-forced loss falls by 4x), and a second run of the same command does nothing;
 without a pretrain stage (``recipe_embedded``) stage 1 starts from the random model. At this
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import yaml
@@ -26,7 +28,8 @@ EASY = ["rig_side"]
 def small_recipe(path):
     recipe = load_recipe("recipe_embedded_look")  # recipe_embedded with a perception pretraining stage
     recipe["data"] = {
-        "train": {"rig": {"n": 24, "seed": 7, "sub_tasks": EASY}, "look": {"n": 8, "seed": 10, "sizes": [3]}},
+        "train": {"rig": {"n": 24, "seed": 7, "sub_tasks": EASY}, "look": {"n": 8, "seed": 10, "sizes": [3]},
+                  "look_goal": {"family": "look", "n": 4, "seed": 11, "sizes": [3], "asks": ["goal"]}},
         "heldout": {"rig": {"n": 6, "seed": 8, "sub_tasks": EASY}},
         "rl": {"rig": {"n": 2, "seed": 9, "sub_tasks": EASY}},
     }
@@ -37,8 +40,12 @@ def small_recipe(path):
                                    "fullatt_block_indexes": [0]})
     recipe["stages"]["stage1"]["set"] = {"max_steps": 160, "learning_rate": 3.0e-3, "warmup_steps": 10,
                                          "gradient_accumulation_steps": 1, "save_steps": 80, "logging_steps": 10}
-    recipe["stages"]["pretrain"]["set"] = {"max_steps": 20, "per_device_train_batch_size": 2,
-                                           "gradient_accumulation_steps": 1, "save_steps": 10, "logging_steps": 5}
+    phase = {"max_steps": 10, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "save_steps": 10,
+             "logging_steps": 5}
+    recipe["stages"]["pretrain"]["set"] = phase
+    # a second pretraining phase, on a second set of the perception family, from the first phase's model
+    recipe["stages"]["pretrain_goal"] = {**recipe["stages"]["pretrain"], "families": ["look_goal"], "set": phase}
+    recipe["stages"]["stage1"]["families"] = ["rig", "look"]
     recipe["eval"].update(batch_size=6, max_new_tokens=96)
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -75,24 +82,29 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
     held = {json.dumps(i["ground_truth"]["scene"]) for i in json.loads((data / "heldout/rig/eval.json").read_text())}
     assert train and held and not train & held
     # the model directory of every step is complete and carries the run profile
-    profiles = [json.loads((out / step / "vilasr_model.json").read_text()) for step in ("init", "pretrain", "stage1")]
-    assert profiles == 3 * [{"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0, "image_position": "last"}]
+    steps = ("init", "pretrain", "pretrain_goal", "stage1")
+    profiles = [json.loads((out / step / "vilasr_model.json").read_text()) for step in steps]
+    assert profiles == 4 * [{"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0, "image_position": "last"}]
     # the model's layout (question first, then the images) in its training data and its evaluation
     evaluated = [json.loads(line) for line in (out / "eval_stage1" / "results.jsonl").read_text().splitlines()]
     firsts = [json.loads((data / f"train/{f}/trajectories.json").read_text())[0] for f in ("look", "rig")]
     for row in firsts + evaluated:
         text = row["conversations"][1]["content"]
         assert row["question"].strip() in text.split("<image>")[0], text
-    # pretraining sees the perception questions only; stage 1 starts from it and keeps them in its mix
-    files = {step: set(json.loads((out / step / "data_report.json").read_text())["files"])
-             for step in ("pretrain", "stage1")}
+    # pretraining phases see their perception questions only, each from the phase before; stage 1
+    # starts from the last and keeps the families it names in its mix
+    files = {step: set(json.loads((out / step / "data_report.json").read_text())["files"]) for step in steps[1:]}
     assert files == {"pretrain": {str(data / "train/look/trajectories.json")},
+                     "pretrain_goal": {str(data / "train/look_goal/trajectories.json")},
                      "stage1": {str(data / f"train/{f}/trajectories.json") for f in ("look", "rig")}}
-    pretrain = json.loads(next((out / "pretrain").glob("checkpoint-20/trainer_state.json")).read_text())["log_history"]
-    assert [h["step"] for h in pretrain if "loss" in h] == [5, 10, 15, 20]
+    goal_only = json.loads((data / "train/look_goal/eval.json").read_text())
+    assert len(goal_only) == 4 and all(re.fullmatch(r"G row \d, column \d", i["answer"]) for i in goal_only)
+    for phase in steps[1:3]:
+        history = json.loads(next((out / phase).glob("checkpoint-10/trainer_state.json")).read_text())["log_history"]
+        assert [h["step"] for h in history if "loss" in h] == [5, 10]
     started = [m.split(":")[0] for m in messages if m.startswith("model ") and "trainable parameters" in m]
-    assert started == [f"model {out / 'init'}", f"model {out / 'pretrain'}"]
-    for step in ("init", "pretrain", "stage1"):
+    assert started == [f"model {out / step}" for step in steps[:3]]
+    for step in steps:
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (out / step).iterdir()}
     text = json.loads((out / "init" / "config.json").read_text())["text_config"]
     assert text["rope_parameters"]["rope_theta"] == 1000.0  # the recipe's, not Qwen's 1e6
@@ -108,7 +120,7 @@ def test_a_finished_step_is_not_run_again(stage1_run):
     with pytest.raises(ValueError, match="unknown step 'stage9'"):
         run(str(config), out, until="stage9")
     plain = yaml.safe_load(config.read_text())
-    del plain["stages"]["pretrain"]
+    del plain["stages"]["pretrain"], plain["stages"]["pretrain_goal"]
     config.with_name("plain.yaml").write_text(yaml.safe_dump(plain))
     with pytest.raises(InputError, match="unknown step 'pretrain'; the steps are data, init, stage1, eval_stage1,"):
         run(str(config.with_name("plain.yaml")), out.with_name("plain"), until="pretrain")

@@ -183,6 +183,16 @@ def test_labelled_mazes_number_rows_and_columns_in_the_margins(n):
     assert len(set(glyphs)) == n  # n different numbers
 
 
+def test_synth_labels_numbers_maze_images_and_refuses_other_tasks(tmp_path):
+    main(["synth", "maze", "--n", "2", "--seed", "7", "--out", str(tmp_path / "maze"), "--labels"])
+    items, _ = load(tmp_path / "maze")
+    for i, item in enumerate(items):
+        written = np.asarray(Image.open(tmp_path / "maze" / item["image_path"][0]).convert("RGB"))
+        np.testing.assert_array_equal(written, np.asarray(maze.maze_task(7, i, 0.25, labels=True).images[0]))
+    with pytest.raises(SystemExit, match="maze task only"):
+        main(["synth", "scene", "--n", "2", "--out", str(tmp_path / "scene"), "--labels"])
+
+
 def test_perception_answers_are_read_from_the_pixels(tmp_path):
     write_dataset(look.look_tasks(6, seed=5, sizes=(3, 4), contexts=("short", "maze")), tmp_path, total=6)
     items, trajectories = load(tmp_path)

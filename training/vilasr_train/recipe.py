@@ -6,8 +6,9 @@ and the three stages' configs. The command runs, in order, each step once:
   data        synthetic tasks with oracle trajectories (train), held-out evaluation sets (other
               seeds: unseen mazes, rooms and camera poses) and RL prompts
   init        a tokenizer trained on the training text and a random Qwen2.5-VL of the recipe's shape
-  pretrain    (when the recipe has it) ``vilasr-train sft`` on one-turn perception questions only
-              (``synth.look``): the grounding a base VLM has before it is taught to draw
+  pretrain*   (when the recipe has them) ``vilasr-train sft`` on one-turn perception questions only
+              (``synth.look``): the grounding a base VLM has before it is taught to draw; every
+              stage named pretrain... is a phase, run in the recipe's order from the one before
   stage1      ``vilasr-train sft`` on the oracle trajectories (from the pretrained model if any)
   stage2      ``vilasr-train reflect --sft`` from stage 1 (reflective rejection sampling)
   stage3      ``vilasr-train grpo`` from stage 2 (drawing inside the rollouts)
@@ -102,14 +103,14 @@ def make_data(recipe: dict, out: Path) -> None:
     from ros_vilasr.synth.trajectories import EVAL_FILE, write_dataset
 
     for split in ("train", "heldout", "rl"):
-        for family, spec in recipe["data"][split].items():
-            target = out / split / family
+        for name, spec in recipe["data"][split].items():
+            target = out / split / name
             if (target / EVAL_FILE).is_file():
                 continue
             if target.exists():
                 shutil.rmtree(target)  # a half-written family from a killed run
             spec = dict(spec)
-            n = spec.pop("n")
+            n, family = spec.pop("n"), spec.pop("family", name)  # a second set of a family names it
             write_dataset(family_tasks(family, n, **spec), target, total=n, image_position=image_layout(recipe))
 
 
@@ -388,9 +389,11 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     data, timing_path = out / "data", out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    models = {"init": out / "init", "pretrain": out / "pretrain", "stage1": out / "stage1",
-              "stage2": out / "stage2" / "sft", "stage3": out / "stage3"}
-    base = "pretrain" if "pretrain" in recipe["stages"] else "init"
+    # pretraining phases (stages named pretrain*), in the recipe's order, each from the one before
+    pretraining = [s for s in recipe["stages"] if s.startswith("pretrain")]
+    chain = ["init", *pretraining]
+    models = {s: out / s for s in chain} | {"stage1": out / "stage1", "stage2": out / "stage2" / "sft",
+                                            "stage3": out / "stage3"}
 
     def stage_eval(model: Path, d: Path) -> None:
         if (model / UNCHANGED).is_file():  # same weights as the stage before: same greedy answers
@@ -412,8 +415,9 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
     steps = [
         ("data", lambda d: make_data(recipe, data)),
         ("init", lambda d: init_model(recipe, d, data)),
-        ("pretrain", lambda d: run_stage("pretrain", recipe, models["init"], data, d)),
-        ("stage1", lambda d: run_stage("stage1", recipe, models[base], data, d)),
+        *[(s, lambda d, s=s, before=before: run_stage(s, recipe, models[before], data, d))
+          for before, s in zip(chain, pretraining)],
+        ("stage1", lambda d: run_stage("stage1", recipe, models[chain[-1]], data, d)),
         ("eval_stage1", lambda d: stage_eval(models["stage1"], d)),
         ("stage2", lambda d: run_stage("stage2", recipe, models["stage1"], data, d)),
         ("eval_stage2", lambda d: stage_eval(models["stage2"], d)),
@@ -423,7 +427,6 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
         ("passk_stage3", lambda d: stage_passk(models["stage3"], d)),
         ("report", finish),
     ]
-    steps = [(s, a) for s, a in steps if s != "pretrain" or base == "pretrain"]
     names = [s for s, _ in steps]
     if until is not None and until not in names:
         raise InputError(f"unknown step {until!r}; the steps are {', '.join(names)}")
