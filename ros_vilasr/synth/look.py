@@ -13,7 +13,10 @@ between image and answer: ten more words in the question, or the maze dialogue's
 and it is back at the most frequent answer. Asked after random notes or maze questions with the
 image moved after the question, it reads them equally well at every length
 (benchmarks/results/image_layout_probe.md); trained so end to end, it names the goal's cell in
-the maze dialogues, not yet the start's (benchmarks/results/recipe_comparison.md).
+the maze dialogues, not yet the start's (benchmarks/results/recipe_comparison.md). It learns one
+disc at a time: asked for one disc alone as well as for both, it reads the start's cell instead;
+a phase asking mostly for the goal's then adds the goal's (benchmarks/results/
+perception_probe_labels.md, on mazes with numbered rows and columns).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ SUB_TASKS = ("look_maze_ends",)
 
 
 ASK = "In which cells are the green start S and the red goal G?"
-MARKS = {"start": ("S", "the green start S"), "goal": ("G", "the red goal G")}
+MARKS = {"start": ("S", "green start S"), "goal": ("G", "red goal G")}
 NOTES = ("Walls are the dark lines.", "Every cell is a square of the same size.", "The start is a green disc marked S.",
          "The goal is a red disc marked G.", "A gap in a wall is a passage.", "Rows count from the top.",
          "Columns count from the left.", "The border of the maze is a wall all round.")
@@ -55,8 +58,9 @@ def look_task(seed: int, index: int, sizes: tuple[int, ...] = mz.SIZES, contexts
         asked = ASK
     elif ask in MARKS:
         mark, named = MARKS[ask]
-        thought = f"{named[0].upper()}{named[1:]} is at {mz.where(cells[ask])} of the {task.grid_size}x{task.grid_size} grid."
-        answer, asked = f"{mark} {mz.where(cells[ask])}", f"In which cell is {named}?"
+        n = task.grid_size
+        thought = f"The {named} is at {mz.where(cells[ask])} of the {n}x{n} grid."
+        answer, asked = f"{mark} {mz.where(cells[ask])}", f"In which cell is the {named}?"
     else:
         raise ValueError(f"unknown perception ask {ask!r}; expected both, start or goal")
     if context == "maze":
