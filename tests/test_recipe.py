@@ -20,7 +20,7 @@ import re
 import pytest
 import yaml
 from vilasr_train.config import InputError
-from vilasr_train.recipe import baselines, load_recipe, pass_at_k, run, summarize_rows
+from vilasr_train.recipe import baselines, load_recipe, make_data, pass_at_k, run, summarize_rows
 
 EASY = ["rig_side"]
 
@@ -131,6 +131,13 @@ def test_a_finished_step_is_not_run_again(stage1_run):
     with pytest.raises(InputError, match=r"another recipe \(data\.train\.rig\.n changed\)"):
         run(str(config.with_name("other.yaml")), out, until="eval_stage1")
     assert yaml.safe_load((out / "recipe.yaml").read_text()) == yaml.safe_load(config.read_text())
+
+
+def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
+    recipe = {"model": {}, "data": {"train": {"look_goal": {"n": 1, "seed": 0}}, "heldout": {}, "rl": {}}}
+    with pytest.raises(InputError, match="unknown task family 'look_goal'; the families are maze, look, scene"):
+        make_data(recipe, tmp_path)
+    assert not (tmp_path / "train" / "look_goal").exists()
 
 
 def test_summaries_count_what_the_dialogues_did():

@@ -86,17 +86,20 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
     their sub-tasks by index, so the kept indices are those of the wanted sub-tasks)."""
     from ros_vilasr.synth import look, maze, rig_metric, rig_tasks, scene_tasks
 
-    make, names = {"maze": (maze.maze_task, maze.SUB_TASKS), "look": (look.look_task, look.SUB_TASKS),
-                   "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
-                   "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
-                   "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}[family]
+    families = {"maze": (maze.maze_task, maze.SUB_TASKS), "look": (look.look_task, look.SUB_TASKS),
+                "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
+                "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
+                "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}
+    if family not in families:
+        raise InputError(f"unknown task family {family!r}; the families are {', '.join(families)} "
+                         "(a data key that is not one names its family with `family:`)")
+    make, names = families[family]
     for key in ("sizes", "contexts", "asks"):
         if key in options:
             options[key] = tuple(options[key])
     wanted = sub_tasks or names
     indices = (i for i in range(10 ** 9) if names[i % len(names)] in wanted)
-    for _, index in zip(range(n), indices):
-        yield make(seed, index, **options)
+    return (make(seed, index, **options) for _, index in zip(range(n), indices))
 
 
 def make_data(recipe: dict, out: Path) -> None:
