@@ -172,7 +172,8 @@ def test_labelled_mazes_number_rows_and_columns_in_the_margins(n):
     # the maze itself is untouched, so the item is the same question about the same pixels
     np.testing.assert_array_equal(after[inside:, inside:], before[inside:, inside:])
     assert (before[:inside, :] == 255).all() and (before[:, :inside] == 255).all()
-    assert read_maze(labelled.images[0], n)[1:] == (tuple(plain.ground_truth["start"]), tuple(plain.ground_truth["goal"]))
+    ends = tuple(tuple(plain.ground_truth[k]) for k in ("start", "goal"))
+    assert read_maze(labelled.images[0], n)[1:] == ends
     rows = ink_runs(after[inside:, :inside])  # ink down the left margin, one number per row
     columns = ink_runs(after[:inside, inside:].transpose(1, 0, 2))  # along the top, one per column
     for runs in (rows, columns):
@@ -229,10 +230,10 @@ def test_perception_questions_ask_for_one_disc_at_a_time(tmp_path):
         thought = task.turns[-1]
         if task.question.endswith("In which cell is the green start S?"):
             assert task.answer == f"S {maze.where(start)}"
-            assert thought.startswith(f"<think>The green start S is at {maze.where(start)} of the {n}x{n} grid.</think>")
+            assert thought.startswith(f"<think>The green start S is at {maze.where(start)} of the {n}x{n} grid.<")
         elif task.question.endswith("In which cell is the red goal G?"):
             assert task.answer == f"G {maze.where(goal)}"
-            assert thought.startswith(f"<think>The red goal G is at {maze.where(goal)} of the {n}x{n} grid.</think>")
+            assert thought.startswith(f"<think>The red goal G is at {maze.where(goal)} of the {n}x{n} grid.<")
         else:
             assert task.answer == f"S {maze.where(start)}; G {maze.where(goal)}"
     assert [t.answer[0] for t in tasks] == ["S", "S", "S", "S", "G", "G"] * 2  # both, both, start x2, goal x2
