@@ -170,10 +170,10 @@ def render(maze: Maze, labels: bool = False) -> Image.Image:
         glyph = _glyph(mark, color)
         image.paste(glyph, (round(x - glyph.width / 2), round(y - glyph.height / 2)))
     if labels:
+        inside = MARGIN - WALL_WIDTH // 2  # the margin left of (above) the border wall
         for k in range(n):
             ink = _glyph(str(k + 1), "black", scale=2).convert("L")  # white strokes: a paste mask
             x, y = centre(n, (k, k))
-            inside = MARGIN - WALL_WIDTH // 2  # the margin left of (above) the border wall
             image.paste(WALL, (round((inside - ink.width) / 2), round(y - ink.height / 2)), ink)
             image.paste(WALL, (round(x - ink.width / 2), round((inside - ink.height) / 2)), ink)
     return image

@@ -94,9 +94,7 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
         raise InputError(f"unknown task family {family!r}; the families are {', '.join(families)} "
                          "(a data key that is not one names its family with `family:`)")
     make, names = families[family]
-    for key in ("sizes", "contexts", "asks"):
-        if key in options:
-            options[key] = tuple(options[key])
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # YAML lists: tuples
     wanted = sub_tasks or names
     indices = (i for i in range(10 ** 9) if names[i % len(names)] in wanted)
     return (make(seed, index, **options) for _, index in zip(range(n), indices))
