@@ -30,8 +30,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.readout import DIGITS, collator, readout  # noqa: E402
+
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
-from benchmarks.perception_probe import DIGITS, collator, conditions, readout  # noqa: E402
+from benchmarks.perception_probe import conditions  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 from ros_vilasr.synth import look  # noqa: E402
@@ -90,8 +92,7 @@ def main(argv=None) -> dict:
             model, _ = train(processor, train_records, f"image {position}", args.steps, args.batch, args.lr)
             minutes[layout] = (time.monotonic() - start) / 60
             for condition, records in conditions(data / "probe", args.n, position).items():
-                hits, majority, n = readout(processor, model, records)
-                rows.append({"layout": layout, "condition": condition, "n": n, "hits": hits, "majority": majority})
+                rows.append({"layout": layout, "condition": condition, **readout(processor, model, records)})
     lines = ["| layout | condition | items | " + " | ".join(DIGITS) + " | mean | most frequent digit |",
              "|---|---|---|" + "---|" * (len(DIGITS) + 2)]
     for r in rows:

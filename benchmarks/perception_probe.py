@@ -16,10 +16,8 @@ model that finds one disc only).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,16 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from vilasr_train.data import DialogueCollator  # noqa: E402
+from vilasr_train.readout import DIGITS, first_turn, load_records, readout  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
-from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FILLER = "Moving only through open passages between adjacent cells."  # ten words
-DIGITS = ("S row", "S column", "G row", "G column")
 
 
 def conditions(out: Path, n: int, image_position: str = "first", recipe: str = "recipe_embedded"
@@ -62,19 +58,8 @@ def conditions(out: Path, n: int, image_position: str = "first", recipe: str = "
     records = {}
     for k, (name, tasks) in enumerate(sets.items()):
         write_dataset(tasks, out / str(k), total=n, image_position=image_position)
-        records[name] = [{"conversations": r["conversations"], "images": [str(out / str(k) / p) for p in r["images"]]}
-                         for r in json.loads((out / str(k) / "trajectories.json").read_text())]
+        records[name] = [first_turn(r) for r in load_records(out / str(k) / "trajectories.json")]
     return records
-
-
-def cell_digits(tokens: list[str], first: int) -> list[int]:
-    """Positions of the four digits after " row " / " column " from the first assistant token."""
-    found, i = [], first
-    while len(found) < 4 and i < len(tokens) - 2:
-        if tokens[i] in (" row", " column") and tokens[i + 1] == " ":
-            found.append(i + 2)
-        i += 1
-    return found
 
 
 def load(model_dir: str):
@@ -82,39 +67,6 @@ def load(model_dir: str):
     from transformers import AutoModelForImageTextToText
 
     return load_processor(model_dir), AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-
-
-def collator(processor) -> DialogueCollator:
-    """The training collator, used one record at a time: ``c.pad([c.encode(record)])`` is a batch."""
-    return DialogueCollator(processor, [], max_pixels=MAX_PIXELS_TRAIN, max_length=None)
-
-
-def s_read_as_g(predicted: list[int], truth: list[int]) -> tuple[int, int]:
-    """(S digits predicted as G's same digit, S digits that differ from G's): a model that finds
-    only one disc answers G's cell for S too."""
-    differ = [k for k in (0, 1) if truth[k] != truth[k + 2]]
-    return sum(predicted[k] == truth[k + 2] for k in differ), len(differ)
-
-
-@torch.no_grad()
-def readout(processor, model, records: list[dict]) -> dict:
-    hits, truth, batches = [0] * 4, [Counter() for _ in range(4)], collator(processor)
-    as_g = [0, 0]
-    for record in records:
-        row = batches.encode(record)
-        logits = model(**{k: v for k, v in batches.pad([row]).items() if k != "labels"}).logits[0]
-        tokens = processor.tokenizer.convert_ids_to_tokens(row["input_ids"])
-        tokens = [processor.tokenizer.convert_tokens_to_string([t]) for t in tokens]
-        first = next(i for i, label in enumerate(row["labels"]) if label != -100)
-        positions = cell_digits(tokens, first)
-        predicted = [logits[pos - 1].argmax().item() for pos in positions]
-        true = [row["input_ids"][pos] for pos in positions]
-        for k in range(4):
-            hits[k] += int(predicted[k] == true[k])
-            truth[k][true[k]] += 1
-        as_g = [a + b for a, b in zip(as_g, s_read_as_g(predicted, true))]
-    return {"hits": hits, "majority": [c.most_common(1)[0][1] for c in truth], "n": len(records),
-            "s_as_g": as_g[0], "s_differs": as_g[1]}
 
 
 def run_model(spec: str, sets_in) -> list[dict]:

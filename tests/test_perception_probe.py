@@ -9,8 +9,8 @@ import re
 
 import pytest
 from vilasr_train.data import encode_example
+from vilasr_train.readout import cell_digits, s_read_as_g
 
-from benchmarks.perception_probe import cell_digits, s_read_as_g
 from ros_vilasr.core.images import MAX_PIXELS_TRAIN
 from ros_vilasr.core.models import EMBEDDED_DIR
 from ros_vilasr.core.processor import load_processor

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from .checkpoints import ResumeThroughFromPretrained, latest_checkpoint
 from .config import InputError, StageConfig
 from .data import DataReport, DialogueCollator, load_trajectories
 from .distributed import deepspeed_on_cpu, gather, on_main_process
+from .readout import HISTORY_NAME, UntilRead, load_records
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class Config(StageConfig):
     }
 
     max_epochs: float | None = None  # at most this many passes over the loaded data (caps max_steps)
+    # end training once the model reads maze cells (readout.UntilRead): {data: held-out maze
+    # trajectories, n: 48, discs: [start, goal], need: all|any, threshold: 0.9, every: 50}
+    until_read: dict[str, Any] = field(default_factory=dict)
 
 
 class DrawingSFTTrainer(ResumeThroughFromPretrained, SFTTrainer):
@@ -84,6 +88,22 @@ def cap_steps(args: SFTConfig, max_epochs: float | None, examples: int) -> None:
         args.max_steps = cap
 
 
+def until_read(config: Config, processor) -> list[UntilRead]:
+    """The readout stop ``config.until_read`` asks for (none when it is empty)."""
+    spec = dict(config.until_read)
+    if not spec:
+        return []
+    path = spec.pop("data", None)
+    if not path or not Path(path).is_file():
+        raise InputError(f"until_read: data file {path} not found (held-out maze trajectories)")
+    records = load_records(path, spec.pop("n", 48))
+    try:
+        return [UntilRead(processor, records, history=Path(config.out) / HISTORY_NAME, max_pixels=config.max_pixels,
+                          **{"discs": ["start", "goal"], "threshold": 0.9, "every": 50} | spec)]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"until_read: {exc}") from exc
+
+
 def train(config: Config) -> Path:
     out = Path(config.out)
     args = SFTConfig(
@@ -92,6 +112,7 @@ def train(config: Config) -> Path:
         dataset_kwargs={"skip_prepare_dataset": True},  # ... and tokenises them itself
     )
     processor = load_processor(config.model)  # saved with every checkpoint, as it came
+    callbacks = until_read(config, processor)
     records, report = on_main_process(lambda: load_trajectories(
         config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
         max_length=args.max_length, workers=config.validation_workers))
@@ -113,6 +134,7 @@ def train(config: Config) -> Path:
                                        max_length=args.max_length),
         processing_class=processor,
         data_report=report,
+        callbacks=callbacks,
     )
     trainer.write_data_report()
     checkpoint = latest_checkpoint(out) if config.resume else None
