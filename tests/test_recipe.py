@@ -32,6 +32,7 @@ def small_recipe(path):
                   "look_goal": {"family": "look", "n": 4, "seed": 11, "sizes": [3], "asks": ["goal"]}},
         "heldout": {"rig": {"n": 6, "seed": 8, "sub_tasks": EASY}},
         "rl": {"rig": {"n": 2, "seed": 9, "sub_tasks": EASY}},
+        "valid": {"maze": {"n": 2, "seed": 12, "sizes": [3], "labels": True}},
     }
     recipe["model"].update(vocab_size=700, text={"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2,
                                                  "num_attention_heads": 3, "num_key_value_heads": 1,
@@ -44,7 +45,10 @@ def small_recipe(path):
              "logging_steps": 5}
     recipe["stages"]["pretrain"]["set"] = phase
     # a second pretraining phase, on a second set of the perception family, from the first phase's model
-    recipe["stages"]["pretrain_goal"] = {**recipe["stages"]["pretrain"], "families": ["look_goal"], "set": phase}
+    # that ends once it reads the goal's cell in the validation mazes (at threshold 0: at the first readout)
+    recipe["stages"]["pretrain_goal"] = {**recipe["stages"]["pretrain"], "families": ["look_goal"], "set": phase,
+                                         "until_read": {"data": "valid/maze", "n": 2, "discs": ["goal"],
+                                                        "threshold": 0.0, "every": 5}}
     recipe["stages"]["stage1"]["families"] = ["rig", "look"]
     recipe["eval"].update(batch_size=6, max_new_tokens=96)
     path.write_text(yaml.safe_dump(recipe))
@@ -99,9 +103,11 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
                      "stage1": {str(data / f"train/{f}/trajectories.json") for f in ("look", "rig")}}
     goal_only = json.loads((data / "train/look_goal/eval.json").read_text())
     assert len(goal_only) == 4 and all(re.fullmatch(r"G row \d, column \d", i["answer"]) for i in goal_only)
-    for phase in steps[1:3]:
-        history = json.loads(next((out / phase).glob("checkpoint-10/trainer_state.json")).read_text())["log_history"]
-        assert [h["step"] for h in history if "loss" in h] == [5, 10]
+    history = json.loads((out / "pretrain/checkpoint-10/trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [5, 10]
+    readouts = [json.loads(line) for line in (out / "pretrain_goal/readout.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["stop"]) for r in readouts] == [(5, True)]  # read at once: stopped at step 5 of 10
+    assert not list((out / "pretrain_goal").glob("checkpoint-*")) and not (out / "pretrain/readout.jsonl").exists()
     started = [m.split(":")[0] for m in messages if m.startswith("model ") and "trainable parameters" in m]
     assert started == [f"model {out / step}" for step in steps[:3]]
     for step in steps:

@@ -8,7 +8,9 @@ and the three stages' configs. The command runs, in order, each step once:
   init        a tokenizer trained on the training text and a random Qwen2.5-VL of the recipe's shape
   pretrain*   (when the recipe has them) ``vilasr-train sft`` on one-turn perception questions only
               (``synth.look``): the grounding a base VLM has before it is taught to draw; every
-              stage named pretrain... is a phase, run in the recipe's order from the one before
+              stage named pretrain... is a phase, run in the recipe's order from the one before,
+              and a phase with ``until_read`` ends once the model reads the maze cells of a
+              validation set (``data: valid``; readout.UntilRead)
   stage1      ``vilasr-train sft`` on the oracle trajectories (from the pretrained model if any)
   stage2      ``vilasr-train reflect --sft`` from stage 1 (reflective rejection sampling)
   stage3      ``vilasr-train grpo`` from stage 2 (drawing inside the rollouts)
@@ -103,8 +105,8 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
 def make_data(recipe: dict, out: Path) -> None:
     from ros_vilasr.synth.trajectories import EVAL_FILE, write_dataset
 
-    for split in ("train", "heldout", "rl"):
-        for name, spec in recipe["data"][split].items():
+    for split, families in recipe["data"].items():  # train, heldout, rl; valid when a phase stops on it
+        for name, spec in families.items():
             target = out / split / name
             if (target / EVAL_FILE).is_file():
                 continue
@@ -157,6 +159,9 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
     files = sorted(str(p) for p in data.glob(f"{spec['data']}/*/{spec['file']}")
                    if "families" not in spec or p.parent.name in spec["families"])
     overrides = {"model": str(model), "out": str(out), "data": files, "resume": True} | spec.get("set", {})
+    if "until_read" in spec:  # its data names a set of the run: valid/maze
+        until = spec["until_read"]
+        overrides["until_read"] = until | {"data": str(data / until["data"] / "trajectories.json")}
     stage_module = importlib.import_module(f"vilasr_train.{spec['command']}")
     log.info("%s: vilasr-train %s --config %s (%d data files)", stage, spec["command"], spec["config"], len(files))
     if spec["command"] != "reflect":
