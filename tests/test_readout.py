@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from sft_helpers import write_data, write_trajectory
 from transformers import AutoModelForImageTextToText
 from vilasr_train import cli
 from vilasr_train.readout import DIGITS, discs_read, first_turn, load_records, readout
@@ -75,10 +76,13 @@ def test_sft_ends_once_both_discs_are_read_and_keeps_the_readouts(tiny, mazes, t
     ({"need": "most"}, "need all or any"),
     ({"data": "missing.json"}, "not found"),
     ({"treshold": 0.9}, "treshold"),
+    ({"data": "WRONG"}, "names no S and G cells"),
 ])
 def test_an_until_read_it_cannot_measure_is_refused_before_training(tiny, mazes, tmp_path, capsys, until,
                                                                       message):
     heldout = mazes
+    if until.get("data") == "WRONG":  # dialogues of another task: nothing to read
+        until = {"data": str(write_data(tmp_path / "scene.json", [write_trajectory(tmp_path)]))}
     with pytest.raises(SystemExit) as exit_:
         cli.main(["sft", "--config", "sft_cpu_toy", "--model", str(tiny), "--data", str(heldout),
                   "--out", str(tmp_path / "run"), "--set", f"until_read={json.dumps({'data': str(heldout)} | until)}"])

@@ -115,6 +115,10 @@ class UntilRead(TrainerCallback):
             raise ValueError(f"until_read: discs from {sorted(DISCS)}, need all or any, every >= 1; "
                              f"got discs={discs}, need={need!r}, every={every}")
         self.processor, self.records, self.discs = processor, [first_turn(r) for r in records], discs
+        for record in self.records:  # checked now, not after the first `every` steps
+            said = record["conversations"][-1]
+            if len(CELL.findall(said.get("content", said.get("value", "")))) < 2:
+                raise ValueError(f"the first answer of a record with images {record['images']} names no S and G cells")
         self.threshold, self.every, self.need, self.history = threshold, every, need, history
         self.max_pixels = max_pixels
 

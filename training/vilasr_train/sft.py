@@ -42,8 +42,8 @@ class Config(StageConfig):
     }
 
     max_epochs: float | None = None  # at most this many passes over the loaded data (caps max_steps)
-    # end training once the model reads maze cells (readout.UntilRead): {data: held-out maze
-    # trajectories, n: 48, discs: [start, goal], need: all|any, threshold: 0.9, every: 50}
+    # end training once the model reads maze cells (readout.UntilRead): {data: maze trajectories
+    # of a validation set, n: 48, discs: [start, goal], need: all|any, threshold: 0.9, every: 50}
     until_read: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,7 +95,7 @@ def until_read(config: Config, processor) -> list[UntilRead]:
         return []
     path = spec.pop("data", None)
     if not path or not Path(path).is_file():
-        raise InputError(f"until_read: data file {path} not found (held-out maze trajectories)")
+        raise InputError(f"until_read: data file {path} not found (maze trajectories to read the cells of)")
     records = load_records(path, spec.pop("n", 48))
     try:
         return [UntilRead(processor, records, history=Path(config.out) / HISTORY_NAME, max_pixels=config.max_pixels,
