@@ -111,9 +111,9 @@ class UntilRead(TrainerCallback):
     def __init__(self, processor, records: list[dict], discs: list[str], threshold: float, every: int,
                  need: str = "all", history: Path | None = None, max_pixels: int = MAX_PIXELS_TRAIN):
         unknown = set(discs) - set(DISCS)
-        if unknown or not discs or need not in ("all", "any") or every < 1:
-            raise ValueError(f"until_read: discs from {sorted(DISCS)}, need all or any, every >= 1; "
-                             f"got discs={discs}, need={need!r}, every={every}")
+        if unknown or not discs or need not in ("all", "any") or every < 1 or not records:
+            raise ValueError(f"discs from {sorted(DISCS)}, need all or any, every >= 1, some records; "
+                             f"got discs={discs}, need={need!r}, every={every}, {len(records)} records")
         self.processor, self.records, self.discs = processor, [first_turn(r) for r in records], discs
         for record in self.records:  # checked now, not after the first `every` steps
             said = record["conversations"][-1]
