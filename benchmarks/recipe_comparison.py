@@ -3,7 +3,8 @@ a maze's start S and goal G in its first thought (what every maze answer builds 
 
 The maze oracle's first thought is "The green start S is at row r, column c and the red goal G at
 row r', column c' ..."; a model that reads the image names the true cells there. Counted on the
-held-out maze dialogues each stage was evaluated on (greedy), against the ground truth.
+held-out maze dialogues each stage was evaluated on (greedy), against the ground truth. "Answers in
+another form": not one of the options' letters, or not a number where a number is asked.
 
     python benchmarks/recipe_comparison.py --run shipped=runs/embedded --run candidate=runs/look
 """
@@ -28,6 +29,7 @@ from ros_vilasr.core.models import image_position  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CELL = re.compile(r"row (\d+), column (\d+)")
+NUMBER = re.compile(r"[-+]?\d*\.?\d+")
 
 
 def named_cells(run: Path, stage: str) -> dict:
@@ -49,6 +51,26 @@ def named_cells(run: Path, stage: str) -> dict:
     return counts
 
 
+def wrong_form(row: dict) -> bool:
+    """An answer in another form than its question asks: not one of the option letters, or not a
+    number (a small model that lost track of its question answers the way another sub-task does)."""
+    answer = str(row["prediction"] or "").strip()
+    if row["options"]:
+        return answer not in {option.split(".", 1)[0].strip() for option in row["options"]}
+    return row["problem_type"] in ("numerical", "regression") and NUMBER.fullmatch(answer.replace(",", "")) is None
+
+
+def wrong_forms(run: Path, stage: str) -> dict:
+    """Per family (maze, scene), answers of the stage's evaluation in another form, and items."""
+    counts = Counter()
+    for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        fam = family(row["original_question_type"])
+        counts[fam] += wrong_form(row)
+        counts[f"{fam}_n"] += 1
+    return dict(counts)
+
+
 def stage_row(run: Path, stage: str) -> dict | None:
     path = run / f"eval_{stage}" / "stage_summary.json"
     if not path.is_file():
@@ -58,6 +80,7 @@ def stage_row(run: Path, stage: str) -> dict | None:
              for fam in ("maze", "scene")}
     return {"stage": stage, **means, "executable": summary["executable_drawing_turns"],
             "look": summary["accuracy"].get("look_maze_ends"), "cells": named_cells(run, stage),
+            "wrong_form": wrong_forms(run, stage),
             "image_position": image_position(str(run / "init"))}
 
 
@@ -71,13 +94,15 @@ def main(argv=None) -> dict:
         name, _, path = spec.partition("=")
         rows += [{"run": name} | r for s in STAGES if (r := stage_row(Path(path), s))]
     lines = ["| run | layout | stage | maze mean | scene mean | perception questions | drawing turns executable "
-             "| S's cell named | G's cell named | one cell always |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| S's cell named | G's cell named | one cell always | answers in another form: maze, scene |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        c = r["cells"]
+        c, forms = r["cells"], r["wrong_form"]
         look = "—" if r["look"] is None else f"{r['look']:.1%}"
         lines.append(f"| {r['run']} | image {r['image_position']} | {r['stage']} | {r['maze']:.1%} | {r['scene']:.1%} "
                      f"| {look} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
-                     f"| S {c['S_constant']}, G {c['G_constant']} |")
+                     f"| S {c['S_constant']}, G {c['G_constant']} | {forms.get('maze', 0)}/{forms.get('maze_n', 0)}, "
+                     f"{forms.get('scene', 0)}/{forms.get('scene_n', 0)} |")
     report = "\n".join(["# Recipe runs side by side", "", markdown(describe()), "",
                         " ".join(__doc__.split("\n\n")[1].split()), "",
                         f"Runs: {', '.join(args.run)}.", "", *lines, ""])

@@ -1,11 +1,12 @@
 """benchmarks/recipe_comparison.py counts the maze cells a model names in its first thought against
-the ground truth: the oracle's own dialogues name every cell right; a wrong cell is not counted."""
+the ground truth: the oracle's own dialogues name every cell right; a wrong cell is not counted. An
+answer in another form than its question asks (a number for a letter) is counted."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks.recipe_comparison import named_cells, stage_row
+from benchmarks.recipe_comparison import named_cells, stage_row, wrong_form
 from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
 from ros_vilasr.evaluation.benchmarks import load_benchmark
 from ros_vilasr.evaluation.runner import run_evaluation
@@ -46,3 +47,13 @@ def test_a_stage_row_reads_the_summary_and_the_models_layout(tmp_path):
     row = stage_row(tmp_path, "stage1")
     assert (row["maze"], row["scene"], row["look"], row["executable"]) == (0.375, 1.0, 0.75, 0.9)
     assert row["image_position"] == "last" and row["cells"]["n"] == 0
+
+
+def test_an_answer_in_another_form_than_asked_is_counted():
+    mc = {"options": ["A. 4", "B. 5", "C. 3", "D. 6"], "problem_type": "multiple choice"}
+    number = {"options": None, "problem_type": "numerical"}
+    assert [wrong_form(mc | {"prediction": p}) for p in ("D", " B ", "6", "E", "", None)] == [
+        False, False, True, True, True, True]
+    assert [wrong_form(number | {"prediction": p}) for p in ("13", "1,024", "-2.5", "A", "13 cells", None)] == [
+        False, False, False, True, True, True]
+    assert not wrong_form({"options": None, "problem_type": "free-form", "prediction": "left of the door"})
