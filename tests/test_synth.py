@@ -156,17 +156,6 @@ def test_maze_items_solvable_from_the_pixels(maze_dir):
             assert item["answer"] == expected, item["id"]
 
 
-def test_every_drawing_thought_of_a_maze_dialogue_says_what_the_trace_is_for():
-    aims = {}
-    for index in range(12):
-        task = maze.maze_task(5, index, reflective_share=0.5)
-        turns = [protocol.parse_turn(text) for text in task.turns]
-        drawing = [turn.thought for turn in turns if turn.action in protocol.TOOLS]
-        assert len(drawing) >= 2 and all(maze.AIMS[task.sub_task] in t for t in drawing), drawing
-        aims[task.sub_task] = maze.AIMS[task.sub_task]
-    assert len(aims) == len(set(aims.values())) == 3  # one aim per sub-task, all different
-
-
 def ink_runs(band: np.ndarray) -> list[tuple[int, int]]:
     """[first, last] index ranges of the non-white lines of a margin strip (along its first axis)."""
     inked = (band != 255).any(axis=tuple(range(1, band.ndim)))

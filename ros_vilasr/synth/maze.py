@@ -249,13 +249,6 @@ def _wrong_end(size: int, start: Cell, end: Cell) -> Cell:
     raise AssertionError("a grid of size >= 2 always has a sideways neighbour")
 
 
-# What the trace is for, said in every drawing thought: the answer turn comes several turns and images
-# after the question, and a small model that forgot which of the three it was asked answers another
-# sub-task's way (a number for a letter); its own last thought is near enough to copy from.
-AIMS = {"maze_turn_count": "to count where it changes direction", "maze_move_sequence": "to list its moves",
-        "maze_path_length": "to count its moves"}
-
-
 def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: bool) -> OracleDialogue:
     path = maze.route()
     corners = [path[0]]  # cells where a run starts or ends
@@ -263,14 +256,14 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
         corners.append(path[path.index(corners[-1]) + n])
     per_step = min(RUNS_PER_STEP, -(-len(route_runs) // 2))
     chunks = [list(range(k, min(k + per_step, len(route_runs)))) for k in range(0, len(route_runs), per_step)]
-    steps, aim = [], AIMS[sub_task]
+    steps = []
     for c, chunk in enumerate(chunks):
         if c == 0:
             thought = (f"{ends(maze.size, maze.start, maze.goal)} I trace the open corridor from S, one line per "
-                       f"straight run between cell centres, {aim}.")
+                       "straight run between cell centres.")
         else:
             thought = ("Image {latest[0]} shows the route so far, along open corridors to "
-                       f"{where(corners[chunk[0]])}. I continue the trace from there, {aim}.")
+                       f"{where(corners[chunk[0]])}. I continue the trace from there.")
         steps.append(PlanStep(thought, PATH_TRACER, [(0, _run_line(maze, corners, k)) for k in chunk]))
 
     mistake = None
@@ -280,8 +273,7 @@ def oracle(rng, maze: Maze, route_runs, answer: str, sub_task: str, reflective: 
         k = chunks[step][at]
         wrong_end = _wrong_end(maze.size, corners[k], corners[k + 1])
         reason = (f"the line 'run {k + 1}' does not follow the corridor; it ends at {where(wrong_end)} and "
-                  f"cuts across a wall. The corridor actually turns at {where(corners[k + 1])}, and the trace must "
-                  f"follow it {aim}.")
+                  f"cuts across a wall. The corridor actually turns at {where(corners[k + 1])}.")
         mistake = Mistake(step, at, _run_line(maze, corners, k, wrong_end), reason)
 
     dialogue = OracleDialogue(1)
