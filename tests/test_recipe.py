@@ -2,7 +2,8 @@
 
 The shipped ``recipe_embedded_look`` (``recipe_embedded`` and a perception pretraining stage), with
 a second pretraining phase and tiny sizes (one task family and two sets of perception questions, a
-~0.3 M-parameter model, 2 x 10 pretraining and 160 SFT steps) runs data, a tokenizer and model from
+~0.3 M-parameter model, 10 pretraining steps, then 5 in a phase that ends once it reads the goal's
+cell (``until_read``, threshold 0), and 160 SFT steps) runs data, a tokenizer and model from
 scratch, the pretraining phases in order, stage 1 from the last and
 its held-out evaluation: held-out items are new rooms, every held-out item is evaluated, stage 1
 learns (teacher-forced loss falls by 4x), and a second run of the same command does nothing;
