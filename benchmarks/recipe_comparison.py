@@ -22,13 +22,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.readout import CELL  # noqa: E402
 from vilasr_train.recipe import STAGES, family  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-CELL = re.compile(r"row (\d+), column (\d+)")
 NUMBER = re.compile(r"[-+]?\d*\.?\d+")
 
 
