@@ -39,7 +39,7 @@ from vilasr_train.data import normalise, to_messages  # noqa: E402
 from vilasr_train.recipe import family_tasks, load_recipe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-NAMED_OPTION = re.compile(r"option ([A-Z])\b")
+NAMED_OPTION = re.compile(r"option(?: listing exactly these moves is)? ([A-Z])\b")  # the oracles' phrasings
 
 
 def answer_request(record: dict, key: str, profile: dict) -> Request:
