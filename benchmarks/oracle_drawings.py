@@ -65,6 +65,8 @@ def final_turn(text: str, record: dict) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED)
+    parser.add_argument("--report", type=Path, default=RESULTS / "embedded_model.json",
+                        help="the model's held-out accuracy per stage: embedded_model.json or a recipe run's report.json")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     profile = run_profile(args.model)
@@ -81,7 +83,7 @@ def main(argv=None) -> dict:
             rows += [{"id": r["id"], "task": r["original_question_type"], "answer": r["answer"], "text": reply.text,
                       **final_turn(reply.text, r)} for r, reply in zip(records, replies)]
     engine.close()
-    free = json.loads((RESULTS / "embedded_model.json").read_text())["stages"]["stage3"]["accuracy"]
+    free = json.loads(args.report.read_text())["stages"]["stage3"]["accuracy"]
     by_task = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
