@@ -67,6 +67,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default=EMBEDDED)
     parser.add_argument("--report", type=Path, default=RESULTS / "embedded_model.json",
                         help="the model's held-out accuracy per stage: embedded_model.json or a recipe run's report.json")
+    parser.add_argument("--stage", default="stage3", help="the stage of --report the model is")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     profile = run_profile(args.model)
@@ -83,11 +84,11 @@ def main(argv=None) -> dict:
             rows += [{"id": r["id"], "task": r["original_question_type"], "answer": r["answer"], "text": reply.text,
                       **final_turn(reply.text, r)} for r, reply in zip(records, replies)]
     engine.close()
-    free = json.loads(args.report.read_text())["stages"]["stage3"]["accuracy"]
+    free = json.loads(args.report.read_text())["stages"][args.stage]["accuracy"]
     by_task = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
-    result = {"machine": describe(), "model": str(args.model), "rows": rows, "tasks": {
+    result = {"machine": describe(), "model": str(args.model), "stage": args.stage, "rows": rows, "tasks": {
         task: {"n": len(rs), "oracle_drawings": sum(r["score"] for r in rs) / len(rs), "own_dialogue": free.get(task),
                "drew_again": sum(not r["answered"] for r in rs), "letter_not_named": sum(r["letter_not_named"] for r in rs)}
         for task, rs in sorted(by_task.items())}}
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
 def report(r: dict) -> str:
     lines = [f"# The answer turn alone: {Path(r['model']).name} given the oracle's drawings", "",
              markdown(r["machine"]), "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "| sub-task | n | right, given the oracle's drawings | right, in its own dialogues (stage 3) | "
+             f"| sub-task | n | right, given the oracle's drawings | right, in its own dialogues ({r['stage']}) | "
              "drew again instead | answer letter ≠ option its thought names |", "|---|---|---|---|---|---|"]
     for task, t in r["tasks"].items():
         own = f"{t['own_dialogue']:.1%}" if t["own_dialogue"] is not None else "–"
