@@ -22,12 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows  # noqa: E402
+
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
 from ros_vilasr.evaluation.runner import run_evaluation  # noqa: E402
 from ros_vilasr.synth.trajectories import write_dataset  # noqa: E402
-from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RECORD = RESULTS / "embedded_model.json"

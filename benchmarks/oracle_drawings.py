@@ -27,6 +27,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.data import normalise, to_messages  # noqa: E402
+from vilasr_train.recipe import family_tasks, load_recipe  # noqa: E402
+
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import prepare_image  # noqa: E402
@@ -35,8 +38,6 @@ from ros_vilasr.core.protocol import parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
 from ros_vilasr.synth.trajectories import write_dataset  # noqa: E402
-from vilasr_train.data import normalise, to_messages  # noqa: E402
-from vilasr_train.recipe import family_tasks, load_recipe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 NAMED_OPTION = re.compile(r"option(?: listing exactly these moves is)? ([A-Z])\b")  # the oracles' phrasings
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED)
     parser.add_argument("--report", type=Path, default=RESULTS / "embedded_model.json",
-                        help="the model's held-out accuracy per stage: embedded_model.json or a recipe run's report.json")
+                        help="the model's held-out accuracy per stage (embedded_model.json, a run's report.json)")
     parser.add_argument("--stage", default="stage3", help="the stage of --report the model is")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -90,7 +91,8 @@ def main(argv=None) -> dict:
         by_task[row["task"]].append(row)
     result = {"machine": describe(), "model": str(args.model), "stage": args.stage, "rows": rows, "tasks": {
         task: {"n": len(rs), "oracle_drawings": sum(r["score"] for r in rs) / len(rs), "own_dialogue": free.get(task),
-               "drew_again": sum(not r["answered"] for r in rs), "letter_not_named": sum(r["letter_not_named"] for r in rs)}
+               "drew_again": sum(not r["answered"] for r in rs),
+               "letter_not_named": sum(r["letter_not_named"] for r in rs)}
         for task, rs in sorted(by_task.items())}}
     write_results(args.out, "oracle_drawings", result, report(result))
     return result

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from vilasr_train.data import normalise
 
 from benchmarks.oracle_drawings import answer_request, final_turn
 from ros_vilasr.core.images import MAX_PIXELS_EVAL
 from ros_vilasr.synth import maze
 from ros_vilasr.synth.trajectories import write_dataset
-from vilasr_train.data import normalise
 
 PROFILE = {"max_pixels": MAX_PIXELS_EVAL, "max_new_tokens": 64}
 
