@@ -15,20 +15,18 @@ import json
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows  # noqa: E402
+from vilasr_train.recipe import heldout_items, load_recipe, make_data, summarize_rows  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
 from ros_vilasr.evaluation.runner import run_evaluation  # noqa: E402
-from ros_vilasr.synth.trajectories import write_dataset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RECORD = RESULTS / "embedded_model.json"
@@ -57,17 +55,17 @@ def main(argv=None) -> dict:
     result = {"machine": describe(), "device": torch.cuda.get_device_name() if "cuda" in args.device else args.device,
               "record_machine": record["machine"], "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for family, spec in load_recipe("recipe_embedded")["data"]["heldout"].items():
-            write_dataset(family_tasks(family, **spec), Path(tmp) / "heldout" / family)
+        recipe = load_recipe("recipe_embedded")
+        make_data(recipe | {"data": {"heldout": recipe["data"]["heldout"]}}, Path(tmp))
         items = heldout_items(Path(tmp))
+        family_of = {item.id: item.benchmark for item in items}
+        families = sorted(set(family_of.values()))
         for dtype in args.dtype:
             rows, wall = evaluate(items, args.device, dtype, Path(tmp) / dtype)
-            families = defaultdict(list)
-            for row in rows:
-                families[row["id"].rsplit("_", 1)[0]].append(row["score"])
+            scores = {f: [r["score"] for r in rows if family_of[r["id"]] == f] for f in families}
             changed = sorted(r["id"] for r in rows if r["prediction"] != record["final_predictions"][r["id"]])
             result["runs"].append({"dtype": dtype, "items": len(rows), "wall_s": wall, "changed": changed,
-                                   "accuracy": {f: sum(s) / len(s) for f, s in sorted(families.items())},
+                                   "accuracy": {f: sum(s) / len(s) for f, s in scores.items()},
                                    "executable_drawing_turns": summarize_rows(rows)["executable_drawing_turns"]})
     write_results(args.out, f"device_parity_{args.device.split(':')[0]}", result, report(result))
     return result

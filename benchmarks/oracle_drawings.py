@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 from vilasr_train.data import normalise, to_messages  # noqa: E402
-from vilasr_train.recipe import family_tasks, load_recipe  # noqa: E402
+from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
@@ -37,7 +37,6 @@ from ros_vilasr.core.models import EMBEDDED, run_profile  # noqa: E402
 from ros_vilasr.core.protocol import parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
-from ros_vilasr.synth.trajectories import write_dataset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 NAMED_OPTION = re.compile(r"option(?: listing exactly these moves is)? ([A-Z])\b")  # the oracles' phrasings
@@ -75,9 +74,10 @@ def main(argv=None) -> dict:
     engine = create_engine("transformers", args.model, device="cpu", dtype="float32", temperature=0.0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for family, spec in load_recipe("recipe_embedded")["data"]["heldout"].items():
-            folder = Path(tmp) / family
-            write_dataset(family_tasks(family, **spec), folder, image_position=profile.get("image_position", "first"))
+        recipe = load_recipe("recipe_embedded")
+        make_data(recipe | {"data": {"heldout": recipe["data"]["heldout"]}}, Path(tmp))
+        for family in recipe["data"]["heldout"]:
+            folder = Path(tmp) / "heldout" / family
             records = [normalise(r, family, folder) | {k: r[k] for k in ("id", "answer", "problem_type",
                                                                        "original_question_type")}
                        for r in json.loads((folder / "trajectories.json").read_text())]

@@ -129,13 +129,14 @@ class DialogueEncoding:
     def vision_inputs(self, start: int = 0, device=None, reuse: bool = False) -> dict:
         """Pixel values and grids of the dialogue's images from the ``start``-th (0-based) on.
         ``reuse``: the pixel values go into a buffer this encoding keeps (an engine's per-turn feed:
-        no fresh memory each turn); they are valid until its next ``reuse`` call."""
+        no fresh memory each turn); they are valid until its next ``reuse`` call. Grids stay on the
+        CPU, where mRoPE positions are worked out; a caller feeding a model moves them with its batch."""
         if len(self.pixel_values) <= start:
             return {}
         new = self.pixel_values[start:]
         grids = torch.cat(self.image_grid_thw[start:])
         if not all(v.dtype == torch.uint8 for v in new):  # the processor's floats
-            return {"pixel_values": torch.cat([v.to(device) for v in new]), "image_grid_thw": grids.to(device)}
+            return {"pixel_values": torch.cat([v.to(device) for v in new]), "image_grid_thw": grids}
         p = self._patcher
         size = (sum(len(v) for v in new), new[0].shape[1] * p.temporal * new[0].shape[2])
         if reuse:
@@ -149,7 +150,7 @@ class DialogueEncoding:
         for v in new:
             p.pixel_values(v, device, out=out[row:row + len(v)])
             row += len(v)
-        return {"pixel_values": out, "image_grid_thw": grids.to(device)}
+        return {"pixel_values": out, "image_grid_thw": grids}
 
     def mm_token_type_ids(self, ids: list[int]) -> list[int]:
         # Qwen2.5-VL computes its 3-D (mRoPE) positions from these; without them it silently

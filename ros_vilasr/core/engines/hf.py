@@ -127,10 +127,8 @@ class TransformersEngine:
         new = prompt[start:]
         vision = encoding.vision_inputs(start=images, device=self.device, reuse=True)  # fed this call
         # mRoPE positions are shift-invariant: those of the new tokens alone, moved past the old ones
-        # (worked out on the CPU, where the prefill assembles them; the grid may be on the GPU)
-        grid = vision.get("image_grid_thw")
         positions, _ = self.model.model.get_rope_index(
-            torch.tensor([new]), torch.tensor([encoding.mm_token_type_ids(new)]), None if grid is None else grid.cpu())
+            torch.tensor([new]), torch.tensor([encoding.mm_token_type_ids(new)]), vision.get("image_grid_thw"))
         positions = positions[:, 0] + offset
         return _Row(encoding, prompt, start, new, positions, int(positions.max()) + 1, vision,
                     max(request.max_new_tokens, 1), request.cancel)
