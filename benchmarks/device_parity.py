@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-from vilasr_train.recipe import heldout_items, load_recipe, make_data, summarize_rows  # noqa: E402
+from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
+from vilasr_train.report import heldout_items, summarize_rows  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402

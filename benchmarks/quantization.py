@@ -32,7 +32,8 @@ SCHEMES = ("none", "int8")
 
 
 def heldout(per_family: int, out: Path) -> list:
-    from vilasr_train.recipe import family_tasks, heldout_items, load_recipe
+    from vilasr_train.recipe import family_tasks, load_recipe
+    from vilasr_train.report import heldout_items
 
     from ros_vilasr.synth.trajectories import write_dataset
 

@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 from vilasr_train.readout import CELL  # noqa: E402
-from vilasr_train.recipe import STAGES, family  # noqa: E402
+from vilasr_train.recipe import STAGES  # noqa: E402
+from vilasr_train.report import family  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402

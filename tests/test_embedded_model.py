@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-from vilasr_train.recipe import family_tasks, heldout_items, load_recipe, summarize_rows
+from vilasr_train.recipe import family_tasks, load_recipe
+from vilasr_train.report import heldout_items, summarize_rows
 
 from ros_vilasr.core.engines import create_engine
 from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile

@@ -21,7 +21,8 @@ import re
 import pytest
 import yaml
 from vilasr_train.config import InputError
-from vilasr_train.recipe import baselines, load_recipe, make_data, pass_at_k, run, summarize_rows
+from vilasr_train.recipe import load_recipe, make_data, run
+from vilasr_train.report import baselines, pass_at_k, summarize_rows
 
 EASY = ["rig_side"]
 

@@ -30,19 +30,17 @@ import json
 import logging
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from tqdm import tqdm
 
-from ros_vilasr.core import protocol
 from ros_vilasr.core.models import PROFILE_FILE
-from ros_vilasr.core.scoring import score_answer
 
 from .config import InputError, load_config, resolve_config_path
+from .report import heldout_items, pass_at_k, summarize_rows, write_report
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +178,6 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
 
 # -- evaluation ------------------------------------------------------------------------------------
 
-def heldout_items(data: Path) -> list:
-    from ros_vilasr.evaluation.benchmarks import load_benchmark
-
-    items = []
-    for path in sorted(data.glob("heldout/*/eval.json")):
-        items += load_benchmark(path, benchmark=path.parent.name)
-    return items
-
-
 def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1) -> list[dict]:
     """Held-out rows: greedy when ``samples`` is 1, else ``samples`` sampled dialogues per item
     (ids ``<id>#<k>``) on the first ``eval.pass_items`` items of each family."""
@@ -217,142 +206,6 @@ def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1)
     results = ResultsLog(out / "results.jsonl")
     results.close()
     return unique_rows(results.rows)
-
-
-def drawing_turns(row: dict) -> tuple[int, int]:
-    """(drawing turns that executed, model turns that failed): a drawing executed when the session
-    answered it with a new image; the last turn failed when the dialogue ended on it with a
-    tool error, a bad index or the token limit."""
-    turns = [m for m in row["conversations"] if m.get("role", m.get("from")) in ("assistant", "gpt")]
-    executed = sum(protocol.parse_turn(m.get("content", m.get("value", ""))).action in protocol.TOOLS
-                   for m in turns[:-1])
-    failed = int(row["finish_reason"] in ("tool_error", "bad_index", "length"))
-    return executed, failed
-
-
-def summarize_rows(rows: list[dict]) -> dict:
-    by_task = defaultdict(list)
-    for row in rows:
-        by_task[row["original_question_type"]].append(row)
-    executed, failed = map(sum, zip(*(drawing_turns(r) for r in rows))) if rows else (0, 0)
-    return {
-        "accuracy": {t: float(np.mean([r["score"] for r in rs])) for t, rs in sorted(by_task.items())},
-        "n": {t: len(rs) for t, rs in sorted(by_task.items())},
-        "executable_drawing_turns": executed / max(executed + failed, 1),
-        "mean_turns": float(np.mean([r["calls"] for r in rows])) if rows else 0.0,
-        "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
-    }
-
-
-def pass_at_k(rows: list[dict]) -> dict:
-    """pass@1 (mean over the samples) and pass@k (any sample right) per sub-task."""
-    per_item = defaultdict(list)
-    task_of = {}
-    for row in rows:
-        base = row["id"].rsplit("#", 1)[0]
-        per_item[base].append(row["score"] >= 1.0)
-        task_of[base] = row["original_question_type"]
-    by_task = defaultdict(list)
-    for base, hits in per_item.items():
-        by_task[task_of[base]].append((np.mean(hits), any(hits)))
-    return {t: {"pass@1": float(np.mean([a for a, _ in v])), f"pass@{max(map(len, per_item.values()))}":
-                float(np.mean([b for _, b in v]))} for t, v in sorted(by_task.items())}
-
-
-def baselines(data: Path) -> dict[str, dict]:
-    """Per sub-task, two baselines scored on the held-out items: ``chance`` (uniform guessing over
-    the options; for open questions the best constant) and ``constant`` (the best constant answer
-    learned from the training answers alone: the most frequent one, or the median for regression's
-    relative accuracy) — what a model gets from the answer distribution without looking."""
-    answers = defaultdict(list)
-    for path in data.glob("train/*/eval.json"):
-        for item in json.loads(path.read_text()):
-            answers[item["original_question_type"]].append(item["answer"])
-    scores = {"chance": defaultdict(list), "constant": defaultdict(list)}
-    for item in heldout_items(data):
-        seen = answers.get(item.sub_task) or ["0"]
-        guess = (f"{np.median([float(a) for a in seen]):g}" if item.problem_type == "regression"
-                 else Counter(seen).most_common(1)[0][0])
-        constant = score_answer(guess, item.answer, item.problem_type)
-        scores["constant"][item.sub_task].append(constant)
-        scores["chance"][item.sub_task].append(1 / len(item.options) if item.options else constant)
-    return {name: {t: float(np.mean(s)) for t, s in sorted(per_task.items())} for name, per_task in scores.items()}
-
-
-# -- report ----------------------------------------------------------------------------------------
-
-def family(task: str) -> str:
-    """maze, look (perception questions, not in either mean) or scene."""
-    return next((f for f in ("maze", "look") if task.startswith(f)), "scene")
-
-
-def write_report(out: Path, recipe: dict, data: Path) -> dict:
-    stages = {s: json.loads((out / f"eval_{s}" / "stage_summary.json").read_text()) for s in STAGES}
-    passk = {s: json.loads(p.read_text()) for s in STAGES if (p := out / f"passk_{s}" / "passk.json").is_file()}
-    base, constant = baselines(data).values()
-    report = {"chance": base, "constant": constant, "stages": stages, "pass_at_k": passk,
-              "wall_s": json.loads((out / "timing.json").read_text()) if (out / "timing.json").is_file() else {}}
-    for summary in stages.values():
-        acc = summary["accuracy"]
-        for fam in ("maze", "scene"):
-            tasks = [t for t in acc if family(t) == fam]
-            summary[f"{fam}_mean"] = float(np.mean([acc[t] for t in tasks])) if tasks else None
-            summary[f"{fam}_chance_mean"] = float(np.mean([base[t] for t in tasks])) if tasks else None
-    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    (out / "report.md").write_text(report_markdown(report))
-    plot_report(report, out / "report.png")
-    return report
-
-
-def report_markdown(report: dict) -> str:
-    stages, base, constant = report["stages"], report["chance"], report.get("constant", {})
-    tasks = sorted(base)
-    lines = ["| sub-task | n | chance | best constant | " + " | ".join(f"after {s}" for s in stages) + " |",
-             "|---|---|---|---|" + "---|" * len(stages)]
-    for t in tasks:
-        n = next(iter(stages.values()))["n"].get(t, 0)
-        lines.append(f"| {t} | {n} | {base[t]:.1%} | {constant.get(t, 0):.1%} | " +
-                     " | ".join(f"{v['accuracy'].get(t, 0):.1%}" for v in stages.values()) + " |")
-    for fam in ("maze", "scene"):
-        tasks_of = [t for t in tasks if family(t) == fam]
-        const = float(np.mean([constant.get(t, 0) for t in tasks_of])) if tasks_of else 0.0
-        lines.append(f"| **{fam} mean** | | {next(iter(stages.values()))[f'{fam}_chance_mean']:.1%} | {const:.1%} | " +
-                     " | ".join(f"**{v[f'{fam}_mean']:.1%}**" for v in stages.values()) + " |")
-    lines.append("| drawing turns executable | | | | " +
-                 " | ".join(f"{v['executable_drawing_turns']:.1%}" for v in stages.values()) + " |")
-    lines.append("| mean model turns | | | | " + " | ".join(f"{v['mean_turns']:.2f}" for v in stages.values()) + " |")
-    if report["pass_at_k"]:
-        lines += ["", "| stage | sub-task | pass@1 | pass@k |", "|---|---|---|---|"]
-        for s, per_task in report["pass_at_k"].items():
-            for t, v in per_task.items():
-                p1, pk = v["pass@1"], next(x for k, x in v.items() if k != "pass@1")
-                lines.append(f"| {s} | {t} | {p1:.1%} | {pk:.1%} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_report(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks, stages = sorted(report["chance"]), list(report["stages"])
-    x = np.arange(len(tasks))
-    width = 0.8 / (len(stages) + 1)
-    fig, ax = plt.subplots(figsize=(max(8, len(tasks) * 1.1), 4.5))
-    ax.bar(x, [report["chance"][t] for t in tasks], width, color="0.75", label="chance")
-    ax.scatter(x, [report.get("constant", {}).get(t, 0) for t in tasks], marker="_", s=300, color="k", zorder=3,
-               label="best constant answer")
-    for i, s in enumerate(stages, start=1):
-        ax.bar(x + i * width, [report["stages"][s]["accuracy"].get(t, 0) for t in tasks], width, label=f"after {s}")
-    ax.set_xticks(x + width * len(stages) / 2, tasks, rotation=30, ha="right")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(ncols=len(stages) + 1, fontsize=8)
-    ax.set_title("embedded model: held-out accuracy per stage")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def export_model(source: Path, target: Path, recipe: dict) -> None:
@@ -416,7 +269,7 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
 
     def finish(d: Path) -> None:
         export_model(models["stage3"], out / "model", recipe)
-        write_report(out, recipe, data)
+        write_report(out, STAGES, data)
 
     steps = [
         ("data", lambda d: make_data(recipe, data)),

@@ -1,0 +1,56 @@
+"""The recipe report's bootstrap intervals: what they resample, what they pair, and how the table
+shows them (``vilasr_train.report``)."""
+
+from __future__ import annotations
+
+import pytest
+from vilasr_train.report import intervals, report_markdown
+
+
+def rows(scores: dict[str, list[float]]) -> list[dict]:
+    """Result rows: ``scores[sub_task]`` in item order."""
+    return [{"id": f"{task}_{i}", "original_question_type": task, "score": s}
+            for task, values in scores.items() for i, s in enumerate(values)]
+
+
+def test_items_are_resampled_within_their_sub_task():
+    # one right maze_a item, three wrong maze_b items: every draw keeps both sub-tasks, so the family
+    # mean (the mean of its sub-tasks) is 0.5 in every draw; pooled resampling would spread it
+    ci = intervals({"stage1": rows({"maze_a": [1.0], "maze_b": [0.0, 0.0, 0.0]})})
+    assert ci["maze"]["stage1"] == {"low": 0.5, "high": 0.5, "change_low": 0.0, "change_high": 0.0}
+
+
+def test_changes_are_paired_over_the_same_items():
+    stage1 = rows({"maze_a": [1.0, 0.0, 1.0, 0.0, 1.0, 0.0], "object_x": [1.0, 1.0, 0.0, 0.0]})
+    same = [dict(r) for r in stage1]
+    better = [dict(r, score=1.0) if r["original_question_type"] == "maze_a" else dict(r) for r in stage1]
+    ci = intervals({"stage1": stage1, "stage2": same, "stage3": better})
+    maze = ci["maze"]
+    assert maze["stage1"]["low"] < 0.5 < maze["stage1"]["high"]  # six items: a wide interval...
+    assert (maze["stage2"]["change_low"], maze["stage2"]["change_high"]) == (0.0, 0.0)  # ...no change at all
+    # stage 3 turns the three misses right: the change is the share of misses drawn, Binomial(6, 1/2) / 6,
+    # whose 2.5% and 97.5% quantiles are 1/6 and 5/6
+    assert (maze["stage3"]["change_low"], maze["stage3"]["change_high"]) == (pytest.approx(1 / 6), pytest.approx(5 / 6))
+    assert ci["scene"]["stage3"]["change_low"] == ci["scene"]["stage3"]["change_high"] == 0.0
+
+
+def test_items_not_answered_by_every_stage_are_left_out():
+    stage1 = rows({"maze_a": [1.0, 0.0]})
+    ci = intervals({"stage1": stage1, "stage2": stage1[:1]})
+    assert ci["maze"]["stage1"] == {"low": 1.0, "high": 1.0, "change_low": 0.0, "change_high": 0.0}
+
+
+def test_the_table_shows_intervals_and_paired_changes():
+    def summary(maze, scene):
+        return {"accuracy": {"maze_a": maze, "object_x": scene}, "n": {"maze_a": 6, "object_x": 4},
+                "maze_mean": maze, "scene_mean": scene, "maze_chance_mean": 0.25, "scene_chance_mean": 0.25,
+                "executable_drawing_turns": 1.0, "mean_turns": 2.0}
+
+    ci = {"low": 0.1, "high": 0.4, "change_low": -0.2, "change_high": 0.05}
+    report = {"chance": {"maze_a": 0.25, "object_x": 0.25}, "constant": {}, "pass_at_k": {},
+              "stages": {"stage1": summary(0.5, 0.25), "stage3": summary(0.25, 0.5)},
+              "intervals": {"maze": {"stage1": ci, "stage3": ci}}}
+    table = report_markdown(report)
+    assert "| maze mean: 95% interval | | | | 10–40 | 10–40 |" in table
+    assert "| maze: change from stage1 (paired 95% interval, points) | | | | — | -25.0 (-20 to +5) |" in table
+    assert "scene mean: 95% interval" not in table  # no intervals given for it
