@@ -3,8 +3,10 @@ shows them (``vilasr_train.report``)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from vilasr_train.report import intervals, report_markdown
+from vilasr_train.report import intervals, report_markdown, write_report
 
 
 def rows(scores: dict[str, list[float]]) -> list[dict]:
@@ -54,3 +56,29 @@ def test_the_table_shows_intervals_and_paired_changes():
     assert "| maze mean: 95% interval | | | | 10–40 | 10–40 |" in table
     assert "| maze: change from stage1 (paired 95% interval, points) | | | | — | -25.0 (-20 to +5) |" in table
     assert "scene mean: 95% interval" not in table  # no intervals given for it
+
+
+def test_a_recipe_run_directory_gets_its_report(tmp_path):
+    from vilasr_train.recipe import make_data
+
+    data = tmp_path / "data"
+    make_data({"model": {}, "data": {"train": {"maze": {"n": 3, "seed": 1, "sizes": [3]}},
+                                     "heldout": {"maze": {"n": 3, "seed": 2, "sizes": [3]}}}}, data)
+    items = json.loads((data / "heldout" / "maze" / "eval.json").read_text())
+    for stage, right in (("stage1", 0), ("stage2", 1), ("stage3", 3)):  # items answered right, in order
+        scored = [{"id": it["id"], "original_question_type": it["original_question_type"], "score": float(k < right)}
+                  for k, it in enumerate(items)]
+        (tmp_path / f"eval_{stage}").mkdir()
+        (tmp_path / f"eval_{stage}" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scored))
+        summary = {"accuracy": {r["original_question_type"]: r["score"] for r in scored},  # one item per sub-task
+                   "n": {r["original_question_type"]: 1 for r in scored}, "executable_drawing_turns": 1.0,
+                   "mean_turns": 3.0}
+        (tmp_path / f"eval_{stage}" / "stage_summary.json").write_text(json.dumps(summary))
+    report = write_report(tmp_path, ("stage1", "stage2", "stage3"), data)
+    assert report["stages"]["stage3"]["maze_mean"] == 1.0 and report["stages"]["stage1"]["maze_mean"] == 0.0
+    # one item per sub-task: every draw is the same items, so the intervals are points
+    assert report["intervals"]["maze"]["stage3"] == {"low": 1.0, "high": 1.0, "change_low": 1.0, "change_high": 1.0}
+    assert json.loads((tmp_path / "report.json").read_text())["intervals"] == report["intervals"]
+    assert "| maze: change from stage1 (paired 95% interval, points) | | | | — | +33.3 (+33 to +33) | " \
+           "+100.0 (+100 to +100) |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.png").stat().st_size > 0

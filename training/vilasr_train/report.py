@@ -164,7 +164,9 @@ def report_markdown(report: dict) -> str:
     first = next(iter(stages))
     for fam in FAMILIES:
         tasks_of = [t for t in tasks if family(t) == fam]
-        const = float(np.mean([constant.get(t, 0) for t in tasks_of])) if tasks_of else 0.0
+        if not tasks_of:  # a recipe without this family
+            continue
+        const = float(np.mean([constant.get(t, 0) for t in tasks_of]))
         lines.append(f"| **{fam} mean** | | {stages[first][f'{fam}_chance_mean']:.1%} | {const:.1%} | " +
                      " | ".join(f"**{v[f'{fam}_mean']:.1%}**" for v in stages.values()) + " |")
         if fam in report.get("intervals", {}):  # 95% bootstrap intervals, in points
