@@ -313,3 +313,13 @@ def test_the_prompt_order_of_an_epoch_is_the_same_after_a_resume():
     resumed.set_epoch(2)
     assert list(resumed) == orders[2] and orders[2] != orders[1] != orders[0]
     assert sorted(orders[1][::2]) == list(range(12))  # each prompt once per epoch, twice in a row
+
+
+def test_a_kl_term_anchors_the_policy_to_the_model_it_started_from(toy, scripted):
+    scripted(("A", "B"))  # half right: every group carries a gradient
+    out = toy / "kl"
+    grpo.train(config(toy, "kl", max_steps=3, prompts_per_update=4, learning_rate=1e-2, beta=0.1))
+    kl = [m["kl"] for m in metrics(out) if "kl" in m]
+    assert len(kl) == 3
+    assert kl[0] == pytest.approx(0.0, abs=1e-6)  # the reference is the starting policy
+    assert kl[1] > 1e-4 and kl[2] > 1e-4  # the policy moved away from it, and the loss sees how far
