@@ -24,7 +24,13 @@ BOOTSTRAP_DRAWS = 2000
 
 # -- per-stage summaries and baselines -------------------------------------------------------------
 
+def family(task: str) -> str:
+    """maze, look (perception questions, not in either mean) or scene."""
+    return next((f for f in ("maze", "look") if task.startswith(f)), "scene")
+
+
 def heldout_items(data: Path) -> list:
+    """Every held-out item of a recipe's data directory (``heldout/<family>/eval.json``)."""
     from ros_vilasr.evaluation.benchmarks import load_benchmark
 
     items = []
@@ -92,6 +98,7 @@ def baselines(data: Path) -> dict[str, dict]:
         scores["chance"][item.sub_task].append(1 / len(item.options) if item.options else constant)
     return {name: {t: float(np.mean(s)) for t, s in sorted(per_task.items())} for name, per_task in scores.items()}
 
+
 def intervals(rows_by_stage: dict[str, list[dict]], draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
     """Per family: each stage's mean accuracy as a 95% bootstrap interval, and each stage's change
     from the first stage as a paired one. Items are resampled within their sub-task (a family mean
@@ -124,11 +131,6 @@ def intervals(rows_by_stage: dict[str, list[dict]], draws: int = BOOTSTRAP_DRAWS
 
 # -- report ----------------------------------------------------------------------------------------
 
-def family(task: str) -> str:
-    """maze, look (perception questions, not in either mean) or scene."""
-    return next((f for f in ("maze", "look") if task.startswith(f)), "scene")
-
-
 def write_report(out: Path, stages: tuple[str, ...], data: Path) -> dict:
     """``out/report.{json,md,png}`` from the evaluation steps of a recipe run in ``out``."""
     summaries = {s: json.loads((out / f"eval_{s}" / "stage_summary.json").read_text()) for s in stages}
@@ -139,8 +141,7 @@ def write_report(out: Path, stages: tuple[str, ...], data: Path) -> dict:
     report = {"chance": base, "constant": constant, "stages": summaries, "pass_at_k": passk,
               "intervals": intervals(rows),
               "wall_s": json.loads((out / "timing.json").read_text()) if (out / "timing.json").is_file() else {}}
-    stages = summaries
-    for summary in stages.values():
+    for summary in summaries.values():
         acc = summary["accuracy"]
         for fam in FAMILIES:
             tasks = [t for t in acc if family(t) == fam]
