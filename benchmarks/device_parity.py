@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
               "record_machine": record["machine"], "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         recipe = load_recipe("recipe_embedded")
-        make_data(recipe | {"data": {"heldout": recipe["data"]["heldout"]}}, Path(tmp))
+        make_data(recipe, Path(tmp), splits=("heldout",))
         items = heldout_items(Path(tmp))
         family_of = {item.id: item.benchmark for item in items}
         families = sorted(set(family_of.values()))

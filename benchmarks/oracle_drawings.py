@@ -33,7 +33,7 @@ from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import prepare_image  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, run_profile  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
 from ros_vilasr.core.protocol import parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
@@ -75,7 +75,8 @@ def main(argv=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         recipe = load_recipe("recipe_embedded")
-        make_data(recipe | {"data": {"heldout": recipe["data"]["heldout"]}}, Path(tmp))
+        recipe["model"]["image_position"] = image_position_of(profile)  # the layout the model was trained in
+        make_data(recipe, Path(tmp), splits=("heldout",))
         for family in recipe["data"]["heldout"]:
             folder = Path(tmp) / "heldout" / family
             records = [normalise(r, family, folder) | {k: r[k] for k in ("id", "answer", "problem_type",

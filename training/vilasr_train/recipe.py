@@ -100,10 +100,14 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
     return (make(seed, index, **options) for _, index in zip(range(n), indices))
 
 
-def make_data(recipe: dict, out: Path) -> None:
+def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) -> None:
+    """The recipe's data sets under ``out/<split>/<family>``; ``splits``: only these (e.g. the
+    held-out sets a benchmark scores a model on)."""
     from ros_vilasr.synth.trajectories import EVAL_FILE, write_dataset
 
     for split, families in recipe["data"].items():  # train, heldout, rl; valid when a phase stops on it
+        if splits is not None and split not in splits:
+            continue
         for name, spec in families.items():
             target = out / split / name
             if (target / EVAL_FILE).is_file():
