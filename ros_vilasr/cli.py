@@ -174,7 +174,7 @@ def _add_eval(subparsers) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from ros_vilasr.core.scoring import aggregate, format_table
+    from ros_vilasr.core.aggregates import aggregate, format_table
     from ros_vilasr.evaluation.benchmarks import read_results_jsonl, score_rows
     from ros_vilasr.evaluation.runner import unique_rows
 

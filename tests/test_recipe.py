@@ -21,7 +21,7 @@ import re
 import pytest
 import yaml
 from vilasr_train.config import InputError
-from vilasr_train.recipe import load_recipe, make_data, run
+from vilasr_train.recipe import family_tasks, load_recipe, make_data, run
 from vilasr_train.report import baselines, pass_at_k, summarize_rows
 
 EASY = ["rig_side"]
@@ -146,6 +146,15 @@ def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
     with pytest.raises(InputError, match="unknown task family 'look_goal'; the families are maze, look, scene"):
         make_data(recipe, tmp_path)
     assert not (tmp_path / "train" / "look_goal").exists()
+
+
+def test_tasks_rendered_in_worker_processes_are_the_serial_ones_in_order():
+    serial = list(family_tasks("rig", 6, seed=4))
+    pooled = list(family_tasks("rig", 6, seed=4, workers=2))
+    assert [t.id for t in pooled] == [t.id for t in serial] and len({t.id for t in serial}) == 6
+    for a, b in zip(serial, pooled):
+        assert (a.question, a.answer, a.turns) == (b.question, b.answer, b.turns)
+        assert [im.tobytes() for im in a.images] == [im.tobytes() for im in b.images]
 
 
 def test_summaries_count_what_the_dialogues_did():

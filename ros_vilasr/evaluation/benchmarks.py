@@ -28,13 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from ros_vilasr.core.scoring import (
-    BENCHMARKS,
-    PROBLEM_TYPES,
-    canonical_benchmark,
-    extract_answer,
-    score_answer,
-)
+from ros_vilasr.core.aggregates import BENCHMARKS, canonical_benchmark
+from ros_vilasr.core.scoring import PROBLEM_TYPES, extract_answer, score_answer
 
 __all__ = [
     "EvalItem",

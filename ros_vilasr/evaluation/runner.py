@@ -22,10 +22,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ros_vilasr.core.aggregates import aggregate, canonical_benchmark, format_table
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import Engine
 from ros_vilasr.core.images import MAX_PIXELS_EVAL, VIDEO_FRAMES, evenly_spaced
-from ros_vilasr.core.scoring import aggregate, canonical_benchmark, format_table, score_answer
+from ros_vilasr.core.scoring import score_answer
 from ros_vilasr.core.session import Budget, Session
 
 from .benchmarks import EvalItem, infer_benchmark

@@ -25,12 +25,18 @@ when the same command is run again. Seeds are fixed: the same recipe gives the s
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2", "stage3")
 UNCHANGED = "UNCHANGED"  # in a stage's model directory: the previous stage's model, copied
+POOL_MIN_TASKS = 200  # a process pool takes seconds to start: smaller sets render in this one
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "processor_config.json", "chat_template.jinja")
 
@@ -81,9 +88,11 @@ def load_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict:
 
 # -- data ------------------------------------------------------------------------------------------
 
-def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = None, **options):
+def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = None, workers: int = 1,
+                 **options) -> Iterator:
     """``n`` tasks of one generator family, restricted to ``sub_tasks`` (generators cycle through
-    their sub-tasks by index, so the kept indices are those of the wanted sub-tasks)."""
+    their sub-tasks by index, so the kept indices are those of the wanted sub-tasks). A task is a
+    function of (seed, index) alone, so ``workers`` processes render them in the same order."""
     from ros_vilasr.synth import look, maze, rig_metric, rig_tasks, scene_tasks
 
     families = {"maze": (maze.maze_task, maze.SUB_TASKS), "look": (look.look_task, look.SUB_TASKS),
@@ -96,8 +105,15 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
     make, names = families[family]
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # YAML lists: tuples
     wanted = sub_tasks or names
-    indices = (i for i in range(10 ** 9) if names[i % len(names)] in wanted)
-    return (make(seed, index, **options) for _, index in zip(range(n), indices))
+    indices = list(islice((i for i in range(10 ** 9) if names[i % len(names)] in wanted), n))
+    make_one = functools.partial(make, seed, **options)
+    return map(make_one, indices) if workers <= 1 else _in_processes(make_one, indices, workers)
+
+
+def _in_processes(function, items: list, workers: int) -> Iterator:
+    # spawn, not fork: the parent may hold torch's thread pools
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(function, items, chunksize=8)
 
 
 def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) -> None:
@@ -116,7 +132,9 @@ def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) ->
                 shutil.rmtree(target)  # a half-written family from a killed run
             spec = dict(spec)
             n, family = spec.pop("n"), spec.pop("family", name)  # a second set of a family names it
-            write_dataset(family_tasks(family, n, **spec), target, total=n, image_position=image_layout(recipe))
+            workers = len(os.sched_getaffinity(0)) if n >= POOL_MIN_TASKS else 1
+            write_dataset(family_tasks(family, n, workers=workers, **spec), target, total=n,
+                          image_position=image_layout(recipe))
 
 
 def image_layout(recipe: dict) -> str:
