@@ -1,0 +1,132 @@
+"""Where the model's held-out loss is: teacher-forced on the oracle's own dialogues, each target
+token of the assistant turns is put in one class and its loss (nats) averaged per class.
+
+Classes: ``cell`` (the digits of "row 2, column 3": where S and G were seen), ``coordinate``
+(digits of a drawing's JSON: where a box or line goes), ``other digit`` (counts and sizes in the
+thoughts), ``answer`` (inside ``<answer>``), ``text`` (everything else: the protocol, the thoughts'
+words). Tokens the model can get from the text alone (the protocol, an answer that copies the
+thought before it) cost little once it is trained; the digits that say where things are in the
+image cost what perception has not learned. Every held-out item of ``recipe_embedded``.
+
+    python benchmarks/loss_breakdown.py [--model NAME=DIR ...]
+
+Writes ``results/loss_breakdown.{md,json}`` with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+from vilasr_train.data import IGNORE, DialogueCollator, normalise  # noqa: E402
+from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
+
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, image_position_of, resolve_model, run_profile  # noqa: E402
+from ros_vilasr.core.processor import load_processor  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+CLASSES = ("cell", "coordinate", "other digit", "answer", "text")  # a token of several: the first
+SPANS = {"answer": re.compile(r"<answer>(.*?)</answer>", re.S), "cell": re.compile(r"(?:row|column) (\d+)"),
+         "coordinate": re.compile(r"```json(.*?)```", re.S)}
+
+
+def char_classes(turn: str) -> list[str]:
+    """The class of every character of one assistant turn."""
+    classes = ["other digit" if c.isdigit() else "text" for c in turn]
+    for cls in ("coordinate", "cell", "answer"):  # later ones win
+        for match in SPANS[cls].finditer(turn):
+            for i in range(*match.span(1)):
+                if cls == "answer" or turn[i].isdigit():
+                    classes[i] = cls
+    return classes
+
+
+def dialogue_losses(model, collator, record: dict) -> list[tuple[str, str, float]]:
+    """(class, token, loss) of every target token of one teacher-forced dialogue."""
+    batch = collator([record])
+    batch.pop("data_problems")
+    labels = batch.pop("labels")[0]
+    with torch.no_grad():
+        logits = model(**batch).logits[0].float()
+    nll = torch.nn.functional.cross_entropy(logits[:-1], labels[1:], ignore_index=IGNORE, reduction="none")
+    turns, turn = [], []  # (token, loss) of each assistant turn: runs of target tokens
+    for p in range(1, len(labels)):
+        if labels[p] == IGNORE:
+            turn = []
+        else:
+            if not turn:
+                turns.append(turn)
+            turn.append((collator.processor.tokenizer.decode([int(labels[p])]), float(nll[p - 1])))
+    out = []
+    for turn in turns:
+        classes, start = char_classes("".join(token for token, _ in turn)), 0
+        for token, loss in turn:
+            mine = set(classes[start:start + len(token)]) or {"text"}
+            out.append((min(mine, key=CLASSES.index), token, loss))
+            start += len(token)
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", metavar="NAME=DIR",
+                        help=f"a model to measure (repeatable; default embedded={EMBEDDED})")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    models = dict(m.split("=", 1) for m in args.model or [f"embedded={EMBEDDED}"])
+    result = {"machine": describe(), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = load_recipe("recipe_embedded")
+        for name, path in models.items():
+            path = resolve_model(path)
+            profile = run_profile(path)
+            recipe["model"]["image_position"] = image_position_of(profile)  # the layout it was trained in
+            data = Path(tmp) / name
+            make_data(recipe, data, splits=("heldout",))
+            processor = load_processor(path)
+            collator = DialogueCollator(processor, [], max_pixels=profile["max_pixels"], max_length=None)
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path).eval()
+            families = {}
+            for family in recipe["data"]["heldout"]:
+                folder = data / "heldout" / family
+                sums, counts = defaultdict(float), defaultdict(int)
+                for record in json.loads((folder / "trajectories.json").read_text()):
+                    for cls, _, loss in dialogue_losses(model, collator, normalise(record, family, folder)):
+                        sums[cls] += loss
+                        counts[cls] += 1
+                total = sum(sums.values())
+                families[family] = {cls: {"tokens": counts[cls], "loss": sums[cls] / counts[cls],
+                                          "share": sums[cls] / total} for cls in CLASSES if counts[cls]}
+            result["models"][name] = {"path": str(path), "families": families}
+    write_results(args.out, "loss_breakdown", result, report(result))
+    return result
+
+
+def report(r: dict) -> str:
+    lines = ["# Where the held-out loss is", "", markdown(r["machine"]), "",
+             " ".join(__doc__.split("\n\n")[:2]).replace("\n", " "), "",
+             "| model | family | class | tokens | loss (nats/token) | share of the loss |", "|---|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for family, classes in m["families"].items():
+            for cls, c in classes.items():
+                lines.append(f"| {name} | {family} | {cls} | {c['tokens']} | {c['loss']:.3f} | {c['share']:.0%} |")
+    lines += ["", "For scale: guessing a cell's row or column uniformly costs "
+              f"{math.log(3):.2f} nats on a 3x3 maze, {math.log(4):.2f} on a 4x4 one."]
+    return "\n".join(lines + [""])
+
+
+if __name__ == "__main__":
+    main()
