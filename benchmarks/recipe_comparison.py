@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -28,9 +27,9 @@ from vilasr_train.report import family  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402
+from ros_vilasr.core.scoring import parse_number  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-NUMBER = re.compile(r"[-+]?\d*\.?\d+")
 
 
 def named_cells(run: Path, stage: str) -> dict:
@@ -58,7 +57,7 @@ def wrong_form(row: dict) -> bool:
     answer = str(row["prediction"] or "").strip()
     if row["options"]:
         return answer not in {option.split(".", 1)[0].strip() for option in row["options"]}
-    return row["problem_type"] in ("numerical", "regression") and NUMBER.fullmatch(answer.replace(",", "")) is None
+    return row["problem_type"] in ("numerical", "regression") and parse_number(answer) is None
 
 
 def wrong_forms(run: Path, stage: str) -> dict:
