@@ -1,6 +1,7 @@
 """benchmarks/loss_breakdown.py classes every target token of a teacher-forced oracle dialogue: the
 cells S and G were seen in, the drawings' coordinates, the answer, other digits and text — with
-the shipped model's tokenizer and its loss on each token."""
+the shipped model's tokenizer and its loss on each token; and the read-out of an image token's place
+from the vision tower's output."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import json
 import math
 import re
 
+import numpy as np
+from PIL import Image
 from transformers import Qwen2_5_VLForConditionalGeneration
 from vilasr_train.data import DialogueCollator, normalise
 
-from benchmarks.loss_breakdown import dialogue_losses
+from benchmarks.loss_breakdown import dialogue_losses, position_readout
 from ros_vilasr.core.models import EMBEDDED, resolve_model, run_profile
 from ros_vilasr.core.processor import load_processor
 from ros_vilasr.synth import maze
@@ -37,3 +40,14 @@ def test_every_target_token_is_classed_by_what_it_says(tmp_path):
     drawn = "".join(re.findall(r"```json(.*?)```", text, re.S))
     assert re.sub(r"\D", "", joined("coordinate")) == re.sub(r"\D", "", drawn)
     assert all(math.isfinite(loss) and loss >= 0 for _, _, loss in tokens)
+
+
+def test_the_position_readout_finds_a_place_only_where_the_tokens_carry_one():
+    path = resolve_model(EMBEDDED)
+    model, processor = Qwen2_5_VLForConditionalGeneration.from_pretrained(path).eval(), load_processor(path)
+    grey = [Image.new("RGB", (224, 224), (128, 128, 128)) for _ in range(4)]
+    ramp = np.repeat(np.linspace(0, 255, 224, dtype=np.uint8)[:, None], 224, 1)  # red = row, green = column
+    painted = position_readout(model, processor, 4 * [Image.fromarray(np.stack([ramp, ramp.T, 0 * ramp], -1))])
+    flat = position_readout(model, processor, grey)
+    assert flat["images"] == 4 and flat["row"] <= 0.01 and flat["column"] <= 0.01  # identical tokens
+    assert painted["row"] > 0.9 and painted["column"] > 0.9, painted
