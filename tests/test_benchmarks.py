@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ros_vilasr.core.scoring import aggregate
+from ros_vilasr.core.aggregates import aggregate
 from ros_vilasr.evaluation.benchmarks import (
     EvalItem,
     infer_benchmark,

@@ -112,8 +112,15 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
 
 def _in_processes(function, items: list, workers: int) -> Iterator:
     # spawn, not fork: the parent may hold torch's thread pools
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         yield from pool.map(function, items, chunksize=8)
+    finally:  # a consumer that stops early (a failed check) does not wait for the rest to render
+        pool.shutdown(cancel_futures=True)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) -> None:
@@ -132,7 +139,7 @@ def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) ->
                 shutil.rmtree(target)  # a half-written family from a killed run
             spec = dict(spec)
             n, family = spec.pop("n"), spec.pop("family", name)  # a second set of a family names it
-            workers = len(os.sched_getaffinity(0)) if n >= POOL_MIN_TASKS else 1
+            workers = usable_cores() if n >= POOL_MIN_TASKS else 1
             write_dataset(family_tasks(family, n, workers=workers, **spec), target, total=n,
                           image_position=image_layout(recipe))
 
