@@ -11,7 +11,7 @@ theta^-0.94 rad per column: at 20 still under 0.16, at 1.5 about 0.7). The learn
 it: loss per answer digit (hundreds, tens, units) against the loss of the answer distribution alone
 (what a model that does not look scores).
 
-    python benchmarks/position_probe.py [--steps 800] [--thetas 1e6 20 4 1.5]
+    python benchmarks/position_probe.py [--steps 800] [--thetas 1e6 20 4 1.5] [--vision-depths 2 4 --stem NAME]
 """
 
 from __future__ import annotations
@@ -69,13 +69,16 @@ def marginal_nll() -> list[float]:
     return out
 
 
-def train(theta: float, steps: int, seed: int, processor) -> list[list[float]]:
+def train(theta: float, steps: int, seed: int, processor, vision_depth: int | None = None) -> list[list[float]]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     config = Qwen2_5_VLConfig.from_pretrained(EMBEDDED_DIR)
     config.text_config.rope_parameters["rope_theta"] = theta
+    if vision_depth is not None:  # full attention in every second block, as the shipped tower's last
+        config.vision_config.depth = vision_depth
+        config.vision_config.fullatt_block_indexes = list(range(1, vision_depth, 2))
     model = Qwen2_5_VLForConditionalGeneration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     curve, start = [], time.monotonic()
@@ -87,7 +90,8 @@ def train(theta: float, steps: int, seed: int, processor) -> list[list[float]]:
         optimizer.zero_grad()
         curve.append(losses.mean(0).tolist())
         if (step + 1) % 50 == 0:
-            print(f"theta {theta:g} step {step + 1}: digit loss {np.round(np.mean(curve[-50:], 0), 3)} "
+            print(f"theta {theta:g} vision depth {config.vision_config.depth} step {step + 1}: "
+                  f"digit loss {np.round(np.mean(curve[-50:], 0), 3)} "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     return curve
 
@@ -96,7 +100,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--thetas", type=float, nargs="+", default=[1e6, 20.0, 4.0, 1.5])
+    parser.add_argument("--vision-depths", type=int, nargs="+", help="vision tower depths to compare "
+                        "(default: the shipped model's only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stem", default="position_probe", help="result file name")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     processor = load_processor(EMBEDDED_DIR, max_pixels=SIZE * SIZE)
@@ -104,14 +111,16 @@ def main(argv=None) -> dict:
     result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "seed": args.seed,
               "marginal_nll": marginal_nll(), "window": window, "runs": {}}
     for theta in args.thetas:
-        curve = train(theta, args.steps, args.seed, processor)
-        result["runs"][f"{theta:g}"] = {"curve": curve, "final": np.mean(curve[-window:], 0).tolist()}
-    write_results(args.out, "position_probe", result, report(result))
-    plot(result, args.out / "position_probe.png")
+        for depth in args.vision_depths or [None]:
+            curve = train(theta, args.steps, args.seed, processor, depth)
+            name = f"{theta:g}" if depth is None else f"{theta:g}, vision depth {depth}"
+            result["runs"][name] = {"curve": curve, "final": np.mean(curve[-window:], 0).tolist()}
+    write_results(args.out, args.stem, result, report(result, args.stem))
+    plot(result, args.out / f"{args.stem}.png")
     return result
 
 
-def report(r: dict) -> str:
+def report(r: dict, stem: str = "position_probe") -> str:
     rows = [f"| {theta} | " + " | ".join(f"{v:.3f}" for v in run["final"]) + " |" for theta, run in r["runs"].items()]
     floor = " | ".join(f"{v:.3f}" for v in r["marginal_nll"])
     return "\n".join([
@@ -120,10 +129,11 @@ def report(r: dict) -> str:
         f"{r['learning_rate']:g}, seed {r['seed']}) per text `rope_theta`, in one run: answer the red square's centre "
         f"x on a 224×224 image. Loss per answer digit over the last {r['window']} steps (nats), beside the loss "
         "of a model that does not look (the digits' own distribution).", "",
-        "| rope_theta | hundreds | tens | units |", "|---|---|---|---|", *rows,
+        f"| rope_theta{', vision depth' if any('depth' in k for k in r['runs']) else ''} | hundreds | tens | units |",
+        "|---|---|---|---|", *rows,
         f"| not looking | {floor} |", "",
         "Below the not-looking row, the model reads the square's position from the image.", "",
-        "![learning curves](position_probe.png)", ""])
+        f"![learning curves]({stem}.png)", ""])
 
 
 def plot(r: dict, path: Path) -> None:

@@ -40,3 +40,14 @@ def test_a_run_writes_curves_per_theta(tmp_path):
     assert saved["runs"]["20"]["curve"] == result["runs"]["20"]["curve"]
     assert "| not looking |" in (tmp_path / "position_probe.md").read_text()
     assert (tmp_path / "position_probe.png").stat().st_size > 0
+
+
+def test_vision_depths_are_compared_side_by_side(tmp_path):
+    result = probe.main(["--steps", "1", "--thetas", "20", "--vision-depths", "2", "4", "--stem", "depth",
+                         "--out", str(tmp_path)])
+    runs = result["runs"]
+    assert list(runs) == ["20, vision depth 2", "20, vision depth 4"]
+    # same seed, same examples: only the tower differs, so would the losses if the depth were ignored
+    assert runs["20, vision depth 2"]["curve"] != runs["20, vision depth 4"]["curve"]
+    assert "| 20, vision depth 4 |" in (tmp_path / "depth.md").read_text()
+    assert (tmp_path / "depth.png").stat().st_size > 0
