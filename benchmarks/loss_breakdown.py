@@ -96,8 +96,10 @@ def position_readout(model, processor, images: list[Image.Image]) -> dict:
         with torch.no_grad():
             out = model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
         features.append(getattr(out, "pooler_output", out).float().numpy())  # one row per merged token
-        _, h, w = (int(x) for x in inputs["image_grid_thw"][0])
-        rows, cols = np.divmod(np.arange(h * w // 4), w // 2)
+        merge = processor.image_processor.merge_size  # merged tokens: merge x merge patches each
+        _, h, w = inputs["image_grid_thw"][0].tolist()
+        h, w = h // merge, w // merge
+        rows, cols = np.divmod(np.arange(h * w), w)
         places.append(np.stack([rows, cols], 1))
     fit = len(images) * 3 // 4
     x = [np.hstack([f, np.ones((len(f), 1))]) for f in features]
@@ -124,8 +126,8 @@ def main(argv=None) -> dict:
         for name, path in models.items():
             path = resolve_model(path)
             profile = run_profile(path)
-            recipe["model"]["image_position"] = image_position_of(profile)  # the layout it was trained in
-            data = Path(tmp) / image_position_of(profile)
+            layout = recipe["model"]["image_position"] = image_position_of(profile)  # as it was trained
+            data = Path(tmp) / layout
             make_data(recipe, data, splits=("heldout",))  # once per layout
             processor = load_processor(path)
             collator = DialogueCollator(processor, [], max_pixels=profile["max_pixels"], max_length=None)
