@@ -3,10 +3,11 @@ token of the assistant turns is put in one class and its loss (nats) averaged pe
 
 Classes: ``cell`` (the digits of "row 2, column 3": where S and G were seen), ``coordinate``
 (digits of a drawing's JSON: where a box or line goes), ``other digit`` (counts and sizes in the
-thoughts), ``answer`` (inside ``<answer>``), ``text`` (everything else: the protocol, the thoughts'
-words). Tokens the model can get from the text alone (the protocol, an answer that copies the
-thought before it) cost little once it is trained; the digits that say where things are in the
-image cost what perception has not learned. Every held-out item of ``recipe_embedded``.
+thoughts), ``answer letter`` / ``answer number`` (inside ``<answer>``: an option's letter, a
+number), ``text`` (everything else: the protocol, the thoughts' words). Tokens the model can get
+from the text alone (the protocol, an answer that copies the option or number its thought just
+named) cost little once it is trained; the digits that say where things are in the image cost
+what perception has not learned. Every held-out item of ``recipe_embedded``.
 
 Beside it, whether the image tokens know where they are: Qwen2.5-VL's vision tower has no
 absolute position embedding (rotary positions steer its attention, they are not added to the
@@ -45,7 +46,8 @@ from ros_vilasr.core.models import EMBEDDED, image_position_of, resolve_model, r
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-CLASSES = ("cell", "coordinate", "other digit", "answer", "text")  # a token of several: the first
+# a token of several classes takes the first
+CLASSES = ("cell", "coordinate", "other digit", "answer letter", "answer number", "text")
 RIDGE = 1e-2  # the read-out's ridge penalty
 SPANS = {"answer": re.compile(r"<answer>(.*?)</answer>", re.S), "cell": re.compile(r"(?:row|column) (\d+)"),
          "coordinate": re.compile(r"```json(.*?)```", re.S)}
@@ -57,7 +59,9 @@ def char_classes(turn: str) -> list[str]:
     for cls in ("coordinate", "cell", "answer"):  # later ones win
         for match in SPANS[cls].finditer(turn):
             for i in range(*match.span(1)):
-                if cls == "answer" or turn[i].isdigit():
+                if cls == "answer":
+                    classes[i] = "answer letter" if match.group(1).strip().isalpha() else "answer number"
+                elif turn[i].isdigit():
                     classes[i] = cls
     return classes
 
