@@ -1,12 +1,13 @@
 """benchmarks/recipe_comparison.py counts the maze cells a model names in its first thought against
 the ground truth: the oracle's own dialogues name every cell right; a wrong cell is not counted. An
-answer in another form than its question asks (a number for a letter) is counted."""
+answer in another form than its question asks (a number for a letter) is counted, and whether an
+answer is the option its own last thought names."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks.recipe_comparison import named_cells, stage_row, wrong_form
+from benchmarks.recipe_comparison import named_cells, own_option, stage_row, wrong_form
 from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
 from ros_vilasr.evaluation.benchmarks import load_benchmark
 from ros_vilasr.evaluation.runner import run_evaluation
@@ -57,3 +58,18 @@ def test_an_answer_in_another_form_than_asked_is_counted():
     assert [wrong_form(number | {"prediction": p}) for p in ("13", "1,024", "-2.5", "A", "13 cells", None)] == [
         False, False, False, True, True, True]
     assert not wrong_form({"options": None, "problem_type": "free-form", "prediction": "left of the door"})
+
+
+def test_an_answer_is_checked_against_the_option_its_last_thought_names():
+    def row(last, prediction, options=("A. 4", "B. 5"), answer="B"):
+        return {"options": list(options or []), "prediction": prediction, "answer": answer,
+                "conversations": [{"role": "assistant", "content": "<think>S is at row 1, option A.</think>"},
+                                  {"role": "user", "content": "<image>"},
+                                  {"role": "assistant", "content": last}]}
+    said = "<think>That is 5 runs, option B.</think>\nAction: Answer\n<answer>B</answer>"
+    assert own_option(row(said, "B")) == (True, True)
+    assert own_option(row(said, "A")) == (False, True)
+    assert own_option(row(said, "B", answer="A")) == (True, False)
+    assert own_option(row("<think>The option listing these moves is A.</think>", "A")) == (True, False)
+    assert own_option(row("<think>I count 5 runs.</think>", "B")) is None  # names no option
+    assert own_option(row(said, "5", options=None, answer="5")) is None  # not multiple choice

@@ -3,9 +3,8 @@ with a larger shape and a tokenizer trained on task text, the embedded model's s
 
 Same architecture, special tokens, chat template and processor files as a real Qwen2.5-VL /
 ViLaSR checkpoint, just tiny: by default ~0.2 M parameters, < 1 MB on disk, built in seconds. Its tokenizer is
-a byte-level BPE (run with the Qwen2 pre-tokenizer, trained with capitalised words apart) trained
-here on generated text in the vocabulary of the draw-to-reason protocol, so protocol turns take few
-tokens and any text round-trips exactly.
+a byte-level BPE (the Qwen2 pre-tokenizer) trained here on generated text in the vocabulary of the
+draw-to-reason protocol, so protocol turns take few tokens and any text round-trips exactly.
 """
 
 from __future__ import annotations
@@ -121,19 +120,11 @@ def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = BPE_VOCAB
     from tokenizers.models import BPE
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
-    # Trained with capitalised words split from the space or sign before them, so no merge glues
-    # them: at run time (the Qwen2 pre-tokenizer) an option letter is then the same token in the
-    # question's list, the thought ("option D") and the answer ("<answer>D"). A trained model
-    # copies a token it has seen (held-out digit answers: 0.02 nats) but not a letter spelt by
-    # another token (" D" -> ">D": 1.0-1.4 nats, a guess among four, the option named just before).
-    capital_apart = PRETOKENIZE_REGEX.replace(r"[^\r\n\p{L}\p{N}]?\p{L}+", r"[^\r\n\p{L}\p{N}]?(?!\p{Lu})\p{L}+|\p{L}+")
-    if capital_apart == PRETOKENIZE_REGEX:
-        raise RuntimeError("transformers' Qwen2 pre-tokenizer changed: revisit capital_apart")
     bpe = Tokenizer(BPE())
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(capital_apart), behavior="isolated"),
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
