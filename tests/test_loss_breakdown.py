@@ -37,7 +37,8 @@ def test_every_target_token_is_classed_by_what_it_says(tmp_path):
     cells = re.findall(r"(?:row|column) (\d+)", text)
     assert cells and re.sub(r"\D", "", joined("cell")) == "".join(cells)
     answer = re.search(r"<answer>(.*?)</answer>", text).group(1)
-    assert joined("answer letter" if answer.isalpha() else "answer number").strip("<>") == answer
+    letter, number = joined("answer letter").strip("<>"), joined("answer number").strip("<>")
+    assert (letter, number) == ((answer, "") if answer.isalpha() else ("", answer))
     drawn = "".join(re.findall(r"```json(.*?)```", text, re.S))
     assert re.sub(r"\D", "", joined("coordinate")) == re.sub(r"\D", "", drawn)
     assert all(math.isfinite(loss) and loss >= 0 for _, _, loss in tokens)
