@@ -6,7 +6,9 @@ row r', column c' ..."; a model that reads the image names the true cells there.
 held-out maze dialogues each stage was evaluated on (greedy), against the ground truth. "Answers in
 another form": not one of the options' letters, or not a number where a number is asked. "Answer =
 its thought's option": of the multiple-choice dialogues whose last thought names an option ("...,
-option C." / "... is C."), how many answer that letter, and (in brackets) how many named the right one.
+option C." / "... is C."), how many answer that letter; beside it, how many would if answers and
+named options were drawn independently with the same frequencies (a model that always says "A"
+agrees with itself without copying anything), and how many named the right option.
 
     python benchmarks/recipe_comparison.py --run shipped=runs/embedded --run candidate=runs/look
 """
@@ -67,28 +69,32 @@ def wrong_form(row: dict) -> bool:
 def wrong_forms(run: Path, stage: str) -> dict:
     """Per family (maze, scene), answers of the stage's evaluation in another form, and items; over
     all, the multiple-choice dialogues whose last thought names an option (``own_option``)."""
-    counts = Counter()
+    counts, named, answered = Counter(), [], []
     for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
         row = json.loads(line)
         fam = family(row["original_question_type"])
         counts[fam] += wrong_form(row)
         counts[f"{fam}_n"] += 1
         if (own := own_option(row)) is not None:
-            counts["thought_named"] += 1
-            counts["answer_is_thought"] += own[0]
-            counts["thought_right"] += own[1]
+            named.append(own[0])
+            answered.append(own[1])
+            counts["thought_right"] += own[0] == row["answer"]
+    counts["thought_named"] = len(named)
+    counts["answer_is_thought"] = sum(map(str.__eq__, named, answered))
+    answers = Counter(answered)
+    counts["answer_is_thought_independent"] = sum(answers[x] for x in named) / max(len(named), 1)
     return dict(counts)
 
 
-def own_option(row: dict) -> tuple[bool, bool] | None:
-    """(answered the letter its last thought names, that letter is right) for a multiple-choice
-    dialogue whose last thought names one; None otherwise."""
+def own_option(row: dict) -> tuple[str, str] | None:
+    """(the option letter its last thought names, its answer) for a multiple-choice dialogue whose
+    last thought names one; None otherwise."""
     last = [m["content"] for m in row["conversations"] if m["role"] == "assistant"][-1:]
     thought = re.search(r"<think>(.*?)</think>", last[0], re.S) if row["options"] and last else None
     named = OPTION_NAMED.findall(thought.group(1)) if thought else []
     if not named:
         return None
-    return str(row["prediction"] or "").strip() == named[-1], named[-1] == row["answer"]
+    return named[-1], str(row["prediction"] or "").strip()
 
 
 def stage_row(run: Path, stage: str) -> dict | None:
@@ -115,7 +121,7 @@ def main(argv=None) -> dict:
         rows += [{"run": name} | r for s in STAGES if (r := stage_row(Path(path), s))]
     lines = ["| run | layout | stage | maze mean | scene mean | perception questions | drawing turns executable "
              "| S's cell named | G's cell named | one cell always | answers in another form: maze, scene "
-             "| answer = its thought's option (right) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| answer = its thought's option (independent; right) |", "|---" * 12 + "|"]
     for r in rows:
         c, forms = r["cells"], r["wrong_form"]
         look = "—" if r["look"] is None else f"{r['look']:.1%}"
@@ -123,7 +129,8 @@ def main(argv=None) -> dict:
                      f"| {look} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
                      f"| S {c['S_constant']}, G {c['G_constant']} | {forms.get('maze', 0)}/{forms.get('maze_n', 0)}, "
                      f"{forms.get('scene', 0)}/{forms.get('scene_n', 0)} | {forms.get('answer_is_thought', 0)}/"
-                     f"{forms.get('thought_named', 0)} ({forms.get('thought_right', 0)}) |")
+                     f"{forms.get('thought_named', 0)} ({forms.get('answer_is_thought_independent', 0):.0f}; "
+                     f"{forms.get('thought_right', 0)}) |")
     report = "\n".join(["# Recipe runs side by side", "", markdown(describe()), "",
                         " ".join(__doc__.split("\n\n")[1].split()), "",
                         f"Runs: {', '.join(args.run)}.", "", *lines, ""])

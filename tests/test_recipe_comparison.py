@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.recipe_comparison import named_cells, own_option, stage_row, wrong_form
+from benchmarks.recipe_comparison import named_cells, own_option, stage_row, wrong_form, wrong_forms
 from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
 from ros_vilasr.evaluation.benchmarks import load_benchmark
 from ros_vilasr.evaluation.runner import run_evaluation
@@ -60,16 +60,24 @@ def test_an_answer_in_another_form_than_asked_is_counted():
     assert not wrong_form({"options": None, "problem_type": "free-form", "prediction": "left of the door"})
 
 
-def test_an_answer_is_checked_against_the_option_its_last_thought_names():
+def test_an_answer_is_checked_against_the_option_its_last_thought_names(tmp_path):
     def row(last, prediction, options=("A. 4", "B. 5"), answer="B"):
         return {"options": list(options or []), "prediction": prediction, "answer": answer,
+                "original_question_type": "maze_turn_count",
                 "conversations": [{"role": "assistant", "content": "<think>S is at row 1, option A.</think>"},
                                   {"role": "user", "content": "<image>"},
                                   {"role": "assistant", "content": last}]}
     said = "<think>That is 5 runs, option B.</think>\nAction: Answer\n<answer>B</answer>"
-    assert own_option(row(said, "B")) == (True, True)
-    assert own_option(row(said, "A")) == (False, True)
-    assert own_option(row(said, "B", answer="A")) == (True, False)
-    assert own_option(row("<think>The option listing these moves is A.</think>", "A")) == (True, False)
+    moves = "<think>The option listing these moves is A.</think>"
+    assert own_option(row(said, "B")) == ("B", "B") and own_option(row(said, " A ")) == ("B", "A")
+    assert own_option(row(moves, "A")) == ("A", "A")
     assert own_option(row("<think>I count 5 runs.</think>", "B")) is None  # names no option
     assert own_option(row(said, "5", options=None, answer="5")) is None  # not multiple choice
+    # four name an option: B, B, A, A; answered B, A, A, A -> 3 agree; independent: (1+1+3+3)/4 = 2
+    (tmp_path / "eval_stage1").mkdir()
+    rows = [row(said, "B"), row(said, "A"), row(moves, "A"), row(moves, "A", answer="A"),
+            row("<think>I count 5 runs.</think>", "B")]
+    (tmp_path / "eval_stage1" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = wrong_forms(tmp_path, "stage1")
+    assert (counts["thought_named"], counts["answer_is_thought"], counts["thought_right"]) == (4, 3, 3)
+    assert counts["answer_is_thought_independent"] == 2 and counts["maze_n"] == 5
