@@ -58,11 +58,12 @@ def char_classes(turn: str) -> list[str]:
     classes = ["other digit" if c.isdigit() else "text" for c in turn]
     for cls in ("coordinate", "cell", "answer"):  # later ones win
         for match in SPANS[cls].finditer(turn):
+            name = cls  # an answer is a letter or a number as a whole
+            if cls == "answer":
+                name = "answer letter" if match.group(1).strip().isalpha() else "answer number"
             for i in range(*match.span(1)):
-                if cls == "answer":
-                    classes[i] = "answer letter" if match.group(1).strip().isalpha() else "answer number"
-                elif turn[i].isdigit():
-                    classes[i] = cls
+                if cls == "answer" or turn[i].isdigit():
+                    classes[i] = name
     return classes
 
 

@@ -32,6 +32,7 @@ from vilasr_train.report import family  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402
+from ros_vilasr.core.protocol import parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import parse_number  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -67,31 +68,37 @@ def wrong_form(row: dict) -> bool:
 
 
 def wrong_forms(run: Path, stage: str) -> dict:
-    """Per family (maze, scene), answers of the stage's evaluation in another form, and items; over
-    all, the multiple-choice dialogues whose last thought names an option (``own_option``)."""
-    counts, named, answered = Counter(), [], []
+    """Per family (maze, scene), answers of the stage's evaluation in another form, and items."""
+    counts = Counter()
     for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
         row = json.loads(line)
         fam = family(row["original_question_type"])
         counts[fam] += wrong_form(row)
         counts[f"{fam}_n"] += 1
+    return dict(counts)
+
+
+def thought_agreement(run: Path, stage: str) -> dict:
+    """Over the stage's multiple-choice dialogues whose last thought names an option
+    (``own_option``): how many, how many answer it, how many would by independence, how many are right."""
+    named, answered, right = [], [], 0
+    for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
         if (own := own_option(row)) is not None:
             named.append(own[0])
             answered.append(own[1])
-            counts["thought_right"] += own[0] == row["answer"]
-    counts["thought_named"] = len(named)
-    counts["answer_is_thought"] = sum(map(str.__eq__, named, answered))
+            right += own[0] == row["answer"]
     answers = Counter(answered)
-    counts["answer_is_thought_independent"] = sum(answers[x] for x in named) / max(len(named), 1)
-    return dict(counts)
+    return {"thought_named": len(named), "answer_is_thought": sum(map(str.__eq__, named, answered)),
+            "answer_is_thought_independent": sum(answers[x] for x in named) / max(len(named), 1),
+            "thought_right": right}
 
 
 def own_option(row: dict) -> tuple[str, str] | None:
     """(the option letter its last thought names, its answer) for a multiple-choice dialogue whose
     last thought names one; None otherwise."""
     last = [m["content"] for m in row["conversations"] if m["role"] == "assistant"][-1:]
-    thought = re.search(r"<think>(.*?)</think>", last[0], re.S) if row["options"] and last else None
-    named = OPTION_NAMED.findall(thought.group(1)) if thought else []
+    named = OPTION_NAMED.findall(parse_turn(last[0]).thought or "") if row["options"] and last else []
     if not named:
         return None
     return named[-1], str(row["prediction"] or "").strip()
@@ -106,7 +113,7 @@ def stage_row(run: Path, stage: str) -> dict | None:
              for fam in ("maze", "scene")}
     return {"stage": stage, **means, "executable": summary["executable_drawing_turns"],
             "look": summary["accuracy"].get("look_maze_ends"), "cells": named_cells(run, stage),
-            "wrong_form": wrong_forms(run, stage),
+            "wrong_form": wrong_forms(run, stage), "agreement": thought_agreement(run, stage),
             "image_position": image_position(str(run / "init"))}
 
 
@@ -123,14 +130,14 @@ def main(argv=None) -> dict:
              "| S's cell named | G's cell named | one cell always | answers in another form: maze, scene "
              "| answer = its thought's option (independent; right) |", "|---" * 12 + "|"]
     for r in rows:
-        c, forms = r["cells"], r["wrong_form"]
+        c, forms, agree = r["cells"], r["wrong_form"], r["agreement"]
         look = "—" if r["look"] is None else f"{r['look']:.1%}"
         lines.append(f"| {r['run']} | image {r['image_position']} | {r['stage']} | {r['maze']:.1%} | {r['scene']:.1%} "
                      f"| {look} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
                      f"| S {c['S_constant']}, G {c['G_constant']} | {forms.get('maze', 0)}/{forms.get('maze_n', 0)}, "
-                     f"{forms.get('scene', 0)}/{forms.get('scene_n', 0)} | {forms.get('answer_is_thought', 0)}/"
-                     f"{forms.get('thought_named', 0)} ({forms.get('answer_is_thought_independent', 0):.0f}; "
-                     f"{forms.get('thought_right', 0)}) |")
+                     f"{forms.get('scene', 0)}/{forms.get('scene_n', 0)} | {agree['answer_is_thought']}/"
+                     f"{agree['thought_named']} ({agree['answer_is_thought_independent']:.0f}; "
+                     f"{agree['thought_right']}) |")
     report = "\n".join(["# Recipe runs side by side", "", markdown(describe()), "",
                         " ".join(__doc__.split("\n\n")[1].split()), "",
                         f"Runs: {', '.join(args.run)}.", "", *lines, ""])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.recipe_comparison import named_cells, own_option, stage_row, wrong_form, wrong_forms
+from benchmarks.recipe_comparison import named_cells, own_option, stage_row, thought_agreement, wrong_form, wrong_forms
 from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
 from ros_vilasr.evaluation.benchmarks import load_benchmark
 from ros_vilasr.evaluation.runner import run_evaluation
@@ -72,12 +72,13 @@ def test_an_answer_is_checked_against_the_option_its_last_thought_names(tmp_path
     assert own_option(row(said, "B")) == ("B", "B") and own_option(row(said, " A ")) == ("B", "A")
     assert own_option(row(moves, "A")) == ("A", "A")
     assert own_option(row("<think>I count 5 runs.</think>", "B")) is None  # names no option
+    assert own_option(row("<answer>B</answer>", "B")) is None  # no thought at all
     assert own_option(row(said, "5", options=None, answer="5")) is None  # not multiple choice
     # four name an option: B, B, A, A; answered B, A, A, A -> 3 agree; independent: (1+1+3+3)/4 = 2
     (tmp_path / "eval_stage1").mkdir()
     rows = [row(said, "B"), row(said, "A"), row(moves, "A"), row(moves, "A", answer="A"),
             row("<think>I count 5 runs.</think>", "B")]
     (tmp_path / "eval_stage1" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    counts = wrong_forms(tmp_path, "stage1")
+    counts = thought_agreement(tmp_path, "stage1") | wrong_forms(tmp_path, "stage1")
     assert (counts["thought_named"], counts["answer_is_thought"], counts["thought_right"]) == (4, 3, 3)
     assert counts["answer_is_thought_independent"] == 2 and counts["maze_n"] == 5
