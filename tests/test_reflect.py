@@ -133,12 +133,15 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
 
     # the report counts what the sample files hold, and "kept" is exactly the written data
     for name, row in report["by_data_type"].items():
-        samples = [s for q in sampled if q["prompt"]["data_type"] == name for s in q["samples"]]
+        pairs = [(q["prompt"], s) for q in sampled if q["prompt"]["data_type"] == name for s in q["samples"]]
+        samples = [s for _, s in pairs]
         assert row["sampled"] == len(samples)
         assert row["correct"] == sum(s["accuracy"] >= 1.0 for s in samples)
         assert row["well_formed"] == sum(s["well_formed"] for s in samples)
         assert row["reflective"] == sum(s["reflective"] for s in samples)
-        assert row["kept"] == sum(reflect.keep(s, 1.0) for s in samples) == sum(r["data_type"] == name for r in data)
+        assert row["follows_thought"] == sum(reflect.follows(s, p) for p, s in pairs)
+        kept = sum(r["data_type"] == name for r in data)
+        assert row["kept"] == sum(reflect.keep(s, p, 1.0) for p, s in pairs) == kept
         assert row["mean_calls"] == pytest.approx(sum(s["calls"] for s in samples) / len(samples))
     assert report["total"]["kept"] == report["written"] == len(data) and report["replay_failed"] == 0
     assert report["total"]["questions"] == report["questions_sampled"] == report["questions_valid"] == 3
@@ -152,7 +155,7 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
     assert not any(s["accuracy"] for s in wrong["samples"])  # taught the wrong answer
 
     # the written data is what was sampled, images included, and stage 1's loader takes all of it
-    kept = [s for s in where["samples"] if reflect.keep(s, 1.0)]
+    kept = [s for s in where["samples"] if reflect.keep(s, WHERE, 1.0)]
     assert [r["conversations"] for r in data] == [s["conversations"] for s in kept]
     for r in data:
         assert sum(t["content"].count("<image>") for t in r["conversations"]) == len(r["images"]) >= 3

@@ -28,6 +28,7 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _FENCE_OPEN = re.compile(r"^[ \t]*```json[ \t]*\r?$", re.M)
 _FENCE_CLOSE = re.compile(r"^[ \t]*```[ \t]*\r?$", re.M)
 _WELL_FORMED_HEAD = re.compile(r"\s*<think>(?:(?!<think>).)*?</think>\s*Action:", re.S)  # one think block
+_CONCLUDED_OPTION = re.compile(r"\b(?:[Oo]ption|is) ([A-Z])\b")  # "..., option C." / "the answer is C"
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,12 @@ def extract_answer(text) -> str:
         text = str(text)
     m = _ANSWER.search(text)
     return (m.group(1) if m else text).strip()
+
+
+def concluded_option(thought: str | None) -> str | None:
+    """The option letter a thought concludes with (its last "option X" or "is X"), or None."""
+    named = _CONCLUDED_OPTION.findall(thought or "")
+    return named[-1] if named else None
 
 
 def turn_well_formed(text: str, last: bool) -> bool:

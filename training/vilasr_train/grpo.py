@@ -62,7 +62,7 @@ from ros_vilasr.core.session import FINISH_REASONS, Session
 from .checkpoints import ResumeThroughFromPretrained, latest_checkpoint
 from .config import StageConfig
 from .distributed import deepspeed_on_cpu, on_main_process
-from .rewards import score_rollout, vilasr_reward
+from .rewards import score_rollout, vilasr_reward, vilasr_reward_from_thought
 from .rollout import (
     ColocatedVLLM,
     SessionSettings,
@@ -100,6 +100,7 @@ class Config(StageConfig):
     system_prompt: str | None = None  # a replacement system prompt file
     max_new_tokens: int | None = None  # per turn; None: the spec's RL budget (1024)
     max_total_tokens: int | None = None  # per trajectory; None: the spec's RL budget (13312)
+    answer_from_thought: bool = False  # no reward for a letter its final thought did not name (rewards.py)
 
 
 def batch_keys(config: Config, num_processes: int) -> dict[str, int]:
@@ -258,6 +259,7 @@ class DrawingGRPOTrainer(ResumeThroughFromPretrained, GRPOTrainer):
             "rollout/accuracy": [sc.accuracy for sc in scores],
             "rollout/format": [sc.format for sc in scores],
             "rollout/reflection": [float(sc.reflective) for sc in scores],
+            "rollout/follows_thought": [float(sc.follows_thought) for sc in scores],
             "rollout/calls": [s.calls for s in sessions],
             "rollout/images_drawn": [len(s.images) - len(s.inputs) for s in sessions],
             "rollout/completion_tokens": [s.completion_tokens for s in sessions],
@@ -300,6 +302,7 @@ def build_trainer(config: Config) -> DrawingGRPOTrainer:
         rollout_processor=load_processor(config.model, max_pixels=NO_RESIZE_MAX_PIXELS),
         sessions=SessionSettings(config.max_pixels, config.system_prompt, config.max_new_tokens,
                                  config.max_total_tokens, image_position(config.model)),
+        reward_funcs=(vilasr_reward_from_thought if config.answer_from_thought else vilasr_reward,),
         callbacks=[MetricsLog(out / METRICS_NAME)],
     )
 

@@ -14,6 +14,8 @@ What is kept (each judgment is stored per sample, so the filter can be re-run wi
 - well formed: ``protocol.format_ok`` on every assistant turn (answered dialogues only).
 - reflective: ``protocol.is_reflective`` over the operations each step drew — some label drawn
   again at a later step with other coordinates or on another image.
+- with ``answer_from_thought``: a multiple-choice answer is the option its final thought concludes
+  with (``rewards.follows_thought``), so a letter right by luck is not taught.
 
 Runs in three restartable phases:
 
@@ -57,14 +59,14 @@ from ros_vilasr.core.models import image_position
 from ros_vilasr.core.session import Budget, Session
 
 from . import sft
-from .rewards import score_rollout
+from .rewards import follows_thought, score_rollout
 from .rollout import SessionSettings, load_prompts, open_session
 
 log = logging.getLogger(__name__)
 
 DATA_NAME = "reflective.json"
 REPORT_NAME = "report.json"
-STATS = ("questions", "sampled", "correct", "well_formed", "reflective", "kept")
+STATS = ("questions", "sampled", "correct", "well_formed", "reflective", "follows_thought", "kept")
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Config(sft.Config):
     sampling_seed: int | None = None  # seeds torch once (transformers engine); vLLM samples unseeded
     questions_per_batch: int = 8  # questions whose K dialogues advance together; saved per batch
     min_accuracy: float = 1.0  # RL accuracy a trajectory needs to count as correct
+    answer_from_thought: bool = False  # keep only answers that are the option the final thought names (rewards.py)
     shard: str = "0/1"  # I/N: this process samples the prompts i with i % N == I
     sft: bool = False  # then fine-tune `model` on the kept trajectories (into OUT/sft)
     system_prompt: str | None = None  # a replacement system prompt file
@@ -117,8 +120,15 @@ def judge(session: Session, prompt: dict) -> dict:
             "well_formed": bool(score.format), "reflective": score.reflective}
 
 
-def keep(sample: dict, min_accuracy: float) -> bool:
-    return sample["accuracy"] >= min_accuracy and sample["well_formed"] and sample["reflective"]
+def keep(sample: dict, prompt: dict, min_accuracy: float, answer_from_thought: bool = False) -> bool:
+    return (sample["accuracy"] >= min_accuracy and sample["well_formed"] and sample["reflective"]
+            and (not answer_from_thought or follows(sample, prompt)))
+
+
+def follows(sample: dict, prompt: dict) -> bool:
+    """``rewards.follows_thought`` of a stored sample (samples from before the option have no field for it)."""
+    last = [m["content"] for m in sample["conversations"] if m["role"] == "assistant"][-1:]
+    return sample["finish_reason"] != "answer" or follows_thought(last[0], sample["answer"], prompt["problem_type"])
 
 
 # -- sample files ------------------------------------------------------------------------------
@@ -288,7 +298,7 @@ def build(config: Config, out: Path, prompt_report=None, valid_prompts: int | No
                 counts["questions"] += 1
                 for j, s in enumerate(question["samples"]):
                     record = None
-                    if keep(s, config.min_accuracy):
+                    if keep(s, prompt, config.min_accuracy, config.answer_from_thought):
                         record = kept_record(prompt, j, s, out, settings)
                         if record is None:
                             log.warning("%s sample %d does not replay identically; not kept", question["source"], j)
@@ -296,11 +306,13 @@ def build(config: Config, out: Path, prompt_report=None, valid_prompts: int | No
                         else:
                             records.append(record)
                     counts.update(sampled=1, correct=s["accuracy"] >= config.min_accuracy,
-                                  well_formed=s["well_formed"], reflective=s["reflective"], kept=record is not None,
+                                  well_formed=s["well_formed"], reflective=s["reflective"],
+                                  follows_thought=follows(s, prompt), kept=record is not None,
                                   calls=s["calls"], images=s["images"])
         write_json(records, out / DATA_NAME)
         report = {"questions_valid": valid_prompts, "questions_sampled": len(seen),
-                  "min_accuracy": config.min_accuracy, "written": len(records), "replay_failed": replay_failed,
+                  "min_accuracy": config.min_accuracy, "answer_from_thought": config.answer_from_thought,
+                  "written": len(records), "replay_failed": replay_failed,
                   "by_data_type": {name: summarise(c) for name, c in sorted(stats.items())},
                   "total": summarise(sum(stats.values(), Counter())),
                   "prompts": prompt_report.to_json() if prompt_report is not None else None}
