@@ -83,7 +83,8 @@ def config(root: Path, out: str, **overrides) -> grpo.Config:
 
 class ScriptedEngine:
     """Plays ``DRAWING`` then an answer in every session: the n-th session seen answers
-    ``answers[n % len(answers)]``. Token ids are the tokenizer's, closed by ``<|im_end|>``."""
+    ``answers[n % len(answers)]`` (a letter, or a whole answer turn). Token ids are the tokenizer's,
+    closed by ``<|im_end|>``."""
 
     def __init__(self, processor, answers=("A",)):
         self.tokenizer, self.answers, self.order = processor.tokenizer, answers, {}
@@ -94,7 +95,8 @@ class ScriptedEngine:
         for r in requests:
             n = self.order.setdefault(r.key, len(self.order))
             turn = sum(m["role"] == "assistant" for m in r.messages)
-            text = DRAWING[turn] if turn < len(DRAWING) else ANSWER.format(self.answers[n % len(self.answers)])
+            last = self.answers[n % len(self.answers)]
+            text = DRAWING[turn] if turn < len(DRAWING) else last if last.startswith("<think>") else ANSWER.format(last)
             replies.append(Reply(text, token_ids=self.tokenizer.encode(text, add_special_tokens=False) + [self.end]))
         return replies
 
@@ -149,6 +151,20 @@ def test_rewards_follow_the_spec(toy):
     moved = DRAWING[0].replace("[4, 4, 40, 40]", "[2, 2, 30, 30]").replace('"index": 1', '"index": 2')
     redrawn = played(DRAWING[0], moved, ANSWER.format("A"))
     assert redrawn.reflective and not played(DRAWING[0], ANSWER.format("A")).reflective
+
+    # answer_from_thought: a right letter that is not the option the final thought concludes with
+    # is luck (reward 0); the paper's reward credits it; a thought that names no option is taken at its answer
+    def concluding(thought, letter, **flags):
+        session = open_session(prompt, settings(toy))
+        session.submit(Reply(f"<think> {thought} </think>\nAction: Answer\n<answer>{letter}</answer>"))
+        return score_rollout(session, prompt, **flags)
+
+    lucky = "The square looks blue, so the answer is B."
+    assert concluding(lucky, "A").reward == 1.0 and not concluding(lucky, "A").follows_thought
+    assert concluding(lucky, "A", answer_from_thought=True).reward == 0.0
+    assert concluding("It is red: option A.", "A", answer_from_thought=True).reward == 1.0
+    assert concluding("Option B? No, option A.", "A", answer_from_thought=True).reward == 1.0  # the last one named
+    assert concluding("It is red.", "A", answer_from_thought=True).reward == 1.0
 
     advantages, flat = grpo.group_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1]), 4)
     assert flat.tolist() == [False, True]
@@ -272,6 +288,17 @@ def test_gradient_only_from_groups_with_different_rewards(toy, scripted, answers
 
 
 # -- learning, reproducibility, resume ---------------------------------------------------------
+
+
+def test_answer_from_thought_is_the_reward_trained_on(toy, scripted):
+    """With the config key, a right letter whose thought named another option earns nothing."""
+    lucky = "<think> It looks blue: option B. </think>\nAction: Answer\n<answer>A</answer>"
+    scripted((ANSWER.format("A"), lucky))
+    for flag, reward in ((False, 1.0), (True, 0.5)):
+        grpo.train(config(toy, f"from-thought-{flag}", max_steps=1, prompts_per_update=4, answer_from_thought=flag))
+        logged = next(m for m in metrics(toy / f"from-thought-{flag}") if "reward" in m)
+        assert logged["reward"] == reward and logged["rollout/accuracy"] == 1.0
+        assert logged["rollout/follows_thought"] == 0.5
 
 
 def reward_curve(out: Path) -> list[tuple[int, float]]:

@@ -13,6 +13,7 @@ from ros_vilasr.core.protocol import (
     PATH_TRACER,
     Box,
     Line,
+    concluded_option,
     extract_answer,
     format_ok,
     is_reflective,
@@ -154,3 +155,12 @@ def test_an_integer_too_large_for_a_float_is_an_invalid_coordinate():
     turn = parse_turn('<think>x</think>\nAction: Object Mapper\n```json\n'
                       f'[{{"index": 1, "bbox_2d": [{huge}, 2, 3, 4], "label": "cup"}}]\n```')
     assert turn.ops == [] and "bbox_2d is not 4 finite numbers" in " ".join(turn.problems)
+
+
+@pytest.mark.parametrize("thought, expected", [
+    ("The fridge is to the left of the table: option A.", "A"), ("Option B.", "B"),
+    ("the option listing exactly these moves is C", "C"), ("Option A? No: option D.", "D"),
+    ("There are 7.", None), ("", None), (None, None), ("an option a", None),
+])
+def test_the_option_a_thought_concludes_with(thought, expected):
+    assert concluded_option(thought) == expected

@@ -144,6 +144,7 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
         assert row["kept"] == sum(reflect.keep(s, p, 1.0) for p, s in pairs) == kept
         assert row["mean_calls"] == pytest.approx(sum(s["calls"] for s in samples) / len(samples))
     assert report["total"]["kept"] == report["written"] == len(data) and report["replay_failed"] == 0
+    assert report["answer_from_thought"] is False  # the paper's filter unless asked
     assert report["total"]["questions"] == report["questions_sampled"] == report["questions_valid"] == 3
     assert "single_view" in capsys.readouterr().out  # the printed table
 
@@ -174,6 +175,19 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
     # for max_epochs (1) passes over the kept trajectories (batch 1), not all max_steps (4) when fewer were kept
     state = json.loads(next((out / "sft").glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["global_step"] == min(4, len(data))
+
+
+def test_answer_from_thought_keeps_no_letter_right_by_luck():
+    def sample(thought: str, answer: str) -> dict:
+        last = f"<think>{thought}</think>\nAction: Answer\n<answer>{answer}</answer>"
+        return {"accuracy": 1.0, "well_formed": True, "reflective": True, "finish_reason": "answer", "answer": answer,
+                "conversations": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": DRAW},
+                                  {"role": "assistant", "content": REDRAW}, {"role": "assistant", "content": last}]}
+
+    lucky, reached = sample("The cup is on the right: option B.", "A"), sample("On the left: option A.", "A")
+    assert reflect.keep(lucky, WHERE, 1.0) and not reflect.keep(lucky, WHERE, 1.0, answer_from_thought=True)
+    assert reflect.keep(reached, WHERE, 1.0, answer_from_thought=True)
+    assert reflect.keep(sample("There is one, option B.", "1"), HOW_MANY, 1.0, answer_from_thought=True)  # no options
 
 
 def test_shards_split_the_questions_and_build_from_all(root, tmp_path, monkeypatch):
