@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from collections import defaultdict
@@ -34,12 +33,11 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import prepare_image  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
-from ros_vilasr.core.protocol import parse_turn  # noqa: E402
+from ros_vilasr.core.protocol import concluded_option, parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-NAMED_OPTION = re.compile(r"option(?: listing exactly these moves is)? ([A-Z])\b")  # the oracles' phrasings
 
 
 def answer_request(record: dict, key: str, profile: dict) -> Request:
@@ -56,10 +54,10 @@ def final_turn(text: str, record: dict) -> dict:
     turn = parse_turn(text)
     answered = turn.answer is not None
     prediction = turn.answer if answered else ""
-    named = NAMED_OPTION.findall(turn.thought or "") if record["problem_type"] == "multiple choice" else []
+    named = concluded_option(turn.thought) if record["problem_type"] == "multiple choice" else None
     return {"answered": answered, "prediction": prediction,
             "score": score_answer(prediction, record["answer"], record["problem_type"]) if answered else 0.0,
-            "letter_not_named": bool(answered and named and named[-1] != prediction.strip())}
+            "letter_not_named": bool(answered and named and named != prediction.strip())}
 
 
 def main(argv=None) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,11 +31,10 @@ from vilasr_train.report import family  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402
-from ros_vilasr.core.protocol import parse_turn  # noqa: E402
+from ros_vilasr.core.protocol import concluded_option, parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import parse_number  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-OPTION_NAMED = re.compile(r"(?:option|is) ([A-Z])\b")
 
 
 def named_cells(run: Path, stage: str) -> dict:
@@ -98,10 +96,8 @@ def own_option(row: dict) -> tuple[str, str] | None:
     """(the option letter its last thought names, its answer) for a multiple-choice dialogue whose
     last thought names one; None otherwise."""
     last = [m["content"] for m in row["conversations"] if m["role"] == "assistant"][-1:]
-    named = OPTION_NAMED.findall(parse_turn(last[0]).thought or "") if row["options"] and last else []
-    if not named:
-        return None
-    return named[-1], str(row["prediction"] or "").strip()
+    named = concluded_option(parse_turn(last[0]).thought) if row["options"] and last else None
+    return None if named is None else (named, str(row["prediction"] or "").strip())
 
 
 def stage_row(run: Path, stage: str) -> dict | None:

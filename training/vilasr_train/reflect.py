@@ -126,7 +126,7 @@ def keep(sample: dict, prompt: dict, min_accuracy: float, answer_from_thought: b
 
 
 def follows(sample: dict, prompt: dict) -> bool:
-    """``rewards.follows_thought`` of a stored sample (samples from before the option have no field for it)."""
+    """``rewards.follows_thought`` of a stored sample, from its transcript (so older sample files are judged too)."""
     last = [m["content"] for m in sample["conversations"] if m["role"] == "assistant"][-1:]
     return sample["finish_reason"] != "answer" or follows_thought(last[0], sample["answer"], prompt["problem_type"])
 
@@ -334,10 +334,12 @@ def format_report(report: dict) -> str:
     rows = {**report["by_data_type"], "total": report["total"]}
     heads = ("data type", *STATS, "mean_calls", "mean_images")
     width = max(len(heads[0]), *map(len, rows))
-    lines = [f"{heads[0]:<{width}}" + "".join(f"{h:>12}" for h in heads[1:])]
+    cols = [max(12, len(h) + 2) for h in heads[1:]]
+    lines = [f"{heads[0]:<{width}}" + "".join(f"{h:>{w}}" for h, w in zip(heads[1:], cols))]
     for name, row in rows.items():
-        lines.append(f"{name:<{width}}" + "".join(f"{row[s]:>12}" for s in STATS)
-                     + f"{row['mean_calls']:>12.2f}{row['mean_images']:>12.2f}")
+        cells = [f"{row[s]:>{w}}" for s, w in zip(STATS, cols)]
+        cells += [f"{row[s]:>{w}.2f}" for s, w in zip(("mean_calls", "mean_images"), cols[len(STATS):])]
+        lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
 
