@@ -26,16 +26,9 @@ from vilasr_train.config import InputError
 from vilasr_train.recipe import family_tasks, load_recipe, make_data, run
 from vilasr_train.report import baselines, pass_at_k, summarize_rows
 
+from benchmarks.size_curriculum_probe import goal_recipe, heldout_accuracy, tiny_model
+
 EASY = ["rig_side"]
-
-
-def tiny_model(recipe: dict, **text) -> None:
-    """A ~0.3 M-parameter model of the recipe's architecture."""
-    recipe["model"].update(vocab_size=700, text={"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2,
-                                                 "num_attention_heads": 3, "num_key_value_heads": 1,
-                                                 "mrope_section": [4, 6, 6], **text},
-                           vision={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 1,
-                                   "fullatt_block_indexes": [0]})
 
 
 def small_recipe(path):
@@ -127,28 +120,13 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
 
 def test_stage1_raises_heldout_accuracy_above_chance_on_an_easy_family(tmp_path):
     """Where the goal is in a 2x2 maze, asked of the recipe's own model at tiny size (rope_theta as
-    the recipe's), taught by stage 1 alone and evaluated by the recipe's runner on unseen mazes."""
-    recipe = load_recipe("recipe_embedded")
-    goal = {"family": "look", "sizes": [2], "asks": ["goal"]}
-    recipe["data"] = {"train": {"look": {**goal, "n": 200, "seed": 7}},
-                      "heldout": {"look": {**goal, "n": 24, "seed": 8}}, "rl": {"look": {**goal, "n": 2, "seed": 9}}}
-    tiny_model(recipe, rope_theta=recipe["model"]["text"]["rope_theta"])
-    recipe["model"]["max_pixels"] = 50176  # a 2x2 maze at 224x224: 64 image tokens
-    recipe["stages"]["stage1"]["set"] = {"max_steps": 200, "learning_rate": 3.0e-3, "warmup_steps": 10,
-                                         "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                                         "save_steps": 200, "logging_steps": 20}
-    recipe["eval"].update(batch_size=12, max_new_tokens=48)
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    run(str(tmp_path / "recipe.yaml"), tmp_path / "out", until="eval_stage1")
-
-    chance = baselines(tmp_path / "out" / "data")["chance"]["look_maze_ends"]  # the most frequent held-out cell
-    rows = [json.loads(line) for line in (tmp_path / "out/eval_stage1/results.jsonl").read_text().splitlines()]
-    assert len(rows) == 24 and chance <= 0.25
+    the recipe's), taught by stage 1 alone and evaluated by the recipe's runner on unseen mazes
+    (benchmarks/size_curriculum_probe.py at the suite's scale)."""
+    accuracy, chance = heldout_accuracy(goal_recipe([2], 2, steps=200, n=200), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "run/eval_stage1/results.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and chance <= 0.25  # the most frequent held-out cell
     assert {r["answer"] for r in rows} == {f"G row {r}, column {c}" for r in (1, 2) for c in (1, 2)}
-    accuracy = sum(r["score"] for r in rows) / len(rows)
-    assert accuracy >= chance + 0.5, (accuracy, chance)
-    summary = json.loads((tmp_path / "out/eval_stage1/stage_summary.json").read_text())
-    assert summary["accuracy"] == {"look_maze_ends": accuracy}
+    assert accuracy == sum(r["score"] for r in rows) / len(rows) >= chance + 0.5, (accuracy, chance)
 
 
 def test_a_finished_step_is_not_run_again(stage1_run):

@@ -184,10 +184,11 @@ def test_answer_from_thought_keeps_no_letter_right_by_luck():
                 "conversations": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": DRAW},
                                   {"role": "assistant", "content": REDRAW}, {"role": "assistant", "content": last}]}
 
+    choice, number = {"problem_type": "multiple choice"}, {"problem_type": "numerical"}  # as normalised prompts
     lucky, reached = sample("The cup is on the right: option B.", "A"), sample("On the left: option A.", "A")
-    assert reflect.keep(lucky, WHERE, 1.0) and not reflect.keep(lucky, WHERE, 1.0, answer_from_thought=True)
-    assert reflect.keep(reached, WHERE, 1.0, answer_from_thought=True)
-    assert reflect.keep(sample("There is one, option B.", "1"), HOW_MANY, 1.0, answer_from_thought=True)  # no options
+    assert reflect.keep(lucky, choice, 1.0) and not reflect.keep(lucky, choice, 1.0, answer_from_thought=True)
+    assert reflect.keep(reached, choice, 1.0, answer_from_thought=True)
+    assert reflect.keep(sample("There is one, option B.", "1"), number, 1.0, answer_from_thought=True)
 
 
 def test_shards_split_the_questions_and_build_from_all(root, tmp_path, monkeypatch):
