@@ -6,9 +6,10 @@ G?", ``synth.look``) by ``vilasr-train recipe`` from nothing: data, tokenizer, m
 the held-out evaluation of the recipe's runner (exact cell, greedy) on unseen mazes of one size.
 Conditions differ only in the maze sizes of the training questions; "most frequent cell" is the
 best constant answer learned from the training answers. The suite's recipe test is the 2x2 case
-at 200 steps.
+at 200 steps. ``--full``: the recipe's own model and pixel budget on the recipe's maze sizes, with
+and without 2x2 mazes (``results/size_curriculum_probe_recipe_model.md``).
 
-    python benchmarks/size_curriculum_probe.py [--steps 1200]
+    python benchmarks/size_curriculum_probe.py [--steps 1200] [--full]
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ RESULTS = Path(__file__).parent / "results"
 # (name, training maze sizes, held-out size, training seeds)
 CONDITIONS = [("3x3 only", [3], 3, (7, 17)), ("2x2 and 3x3", [2, 3], 3, (7, 17)),
               ("4x4 only", [4], 4, (7,)), ("2x2, 3x3 and 4x4", [2, 3, 4], 4, (7,))]
+# the recipe's model (2.3 M parameters, 448x448 mazes) on the recipe's maze sizes, with and without 2x2
+MODELS = {False: "tiny (~0.3 M parameters, 224x224 mazes)", True: "the recipe's (2.3 M parameters, 448x448 mazes)"}
+FULL_CONDITIONS = [("3x3 and 4x4", [3, 4], 4, (7,)), ("2x2, 3x3 and 4x4", [2, 3, 4], 4, (7,))]
 
 
 def tiny_model(recipe: dict, **text) -> None:
@@ -43,16 +47,19 @@ def tiny_model(recipe: dict, **text) -> None:
                                    "fullatt_block_indexes": [0]})
 
 
-def goal_recipe(sizes: list[int], heldout_size: int, steps: int, n: int = 400, seed: int = 7) -> dict:
+def goal_recipe(sizes: list[int], heldout_size: int, steps: int, n: int = 400, seed: int = 7,
+                tiny: bool = True) -> dict:
     """``recipe_embedded`` reduced to the goal's cell: ``n`` training questions on mazes of
-    ``sizes``, 24 held-out ones of ``heldout_size``, the tiny model, ``steps`` of stage 1 (batch 4)."""
+    ``sizes``, 24 held-out ones of ``heldout_size``, ``steps`` of stage 1 (batch 4), with the tiny
+    model at 224x224 or (``tiny`` False) the recipe's own model and pixel budget."""
     recipe = load_recipe("recipe_embedded")
     goal = {"family": "look", "asks": ["goal"]}
     recipe["data"] = {"train": {"look": {**goal, "sizes": sizes, "n": n, "seed": seed}},
                       "heldout": {"look": {**goal, "sizes": [heldout_size], "n": 24, "seed": 8}},
                       "rl": {"look": {**goal, "sizes": [heldout_size], "n": 2, "seed": 9}}}
-    tiny_model(recipe, rope_theta=recipe["model"]["text"]["rope_theta"])
-    recipe["model"]["max_pixels"] = 50176  # mazes at 224x224: 64 image tokens
+    if tiny:
+        tiny_model(recipe, rope_theta=recipe["model"]["text"]["rope_theta"])
+        recipe["model"]["max_pixels"] = 50176  # mazes at 224x224: 64 image tokens
     recipe["stages"]["stage1"]["set"] = {"max_steps": steps, "learning_rate": 3.0e-3, "warmup_steps": 10,
                                          "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
                                          "save_steps": steps, "logging_steps": 20}
@@ -72,13 +79,14 @@ def heldout_accuracy(recipe: dict, out: Path) -> tuple[float, float]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--full", action="store_true", help="the recipe's model instead of the tiny one")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, sizes, held, seeds in CONDITIONS:
+        for name, sizes, held, seeds in FULL_CONDITIONS if args.full else CONDITIONS:
             for seed in seeds:
-                recipe = goal_recipe(sizes, held, args.steps, seed=seed)
+                recipe = goal_recipe(sizes, held, args.steps, seed=seed, tiny=not args.full)
                 accuracy, constant = heldout_accuracy(recipe, Path(tmp) / f"{name}-{seed}".replace(" ", "_"))
                 rows.append({"condition": name, "train_sizes": sizes, "heldout_size": held, "seed": seed,
                              "accuracy": accuracy, "most_frequent_cell": constant})
@@ -88,10 +96,11 @@ def main(argv=None) -> dict:
               f"| {r['most_frequent_cell']:.1%} |" for r in rows]
     report = "\n".join(["# Size curriculum probe: do small mazes teach the larger ones?", "", markdown(describe()), "",
                         " ".join(__doc__.split("\n\n")[1].split()), "",
-                        f"{args.steps} stage-1 steps of 4 questions (400 training questions), 24 held-out mazes.",
+                        f"Model: {MODELS[args.full]}; {args.steps} stage-1 steps of 4 questions "
+                        "(400 training questions), 24 held-out mazes.",
                         "", *lines, ""])
-    result = {"machine": describe(), "steps": args.steps, "rows": rows}
-    write_results(args.out, "size_curriculum_probe", result, report)
+    result = {"machine": describe(), "steps": args.steps, "model": "recipe" if args.full else "tiny", "rows": rows}
+    write_results(args.out, "size_curriculum_probe" + ("_recipe_model" if args.full else ""), result, report)
     print(report)
     return result
 
