@@ -33,7 +33,7 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import prepare_image  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
-from ros_vilasr.core.protocol import concluded_option, parse_turn  # noqa: E402
+from ros_vilasr.core.protocol import answer_follows_thought, parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
 
@@ -54,10 +54,9 @@ def final_turn(text: str, record: dict) -> dict:
     turn = parse_turn(text)
     answered = turn.answer is not None
     prediction = turn.answer if answered else ""
-    named = concluded_option(turn.thought) if record["problem_type"] == "multiple choice" else None
     return {"answered": answered, "prediction": prediction,
             "score": score_answer(prediction, record["answer"], record["problem_type"]) if answered else 0.0,
-            "letter_not_named": bool(answered and named and named != prediction.strip())}
+            "letter_not_named": answered and not answer_follows_thought(text, prediction, record["problem_type"])}
 
 
 def main(argv=None) -> dict:

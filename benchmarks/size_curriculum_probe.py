@@ -33,8 +33,8 @@ RESULTS = Path(__file__).parent / "results"
 # (name, training maze sizes, held-out size, training seeds)
 CONDITIONS = [("3x3 only", [3], 3, (7, 17)), ("2x2 and 3x3", [2, 3], 3, (7, 17)),
               ("4x4 only", [4], 4, (7,)), ("2x2, 3x3 and 4x4", [2, 3, 4], 4, (7,))]
-# the recipe's model (2.3 M parameters, 448x448 mazes) on the recipe's maze sizes, with and without 2x2
 MODELS = {False: "tiny (~0.3 M parameters, 224x224 mazes)", True: "the recipe's (2.3 M parameters, 448x448 mazes)"}
+# --full: the recipe's model on the recipe's maze sizes, with and without 2x2
 FULL_CONDITIONS = [("3x3 and 4x4", [3, 4], 4, (7,)), ("2x2, 3x3 and 4x4", [2, 3, 4], 4, (7,))]
 
 

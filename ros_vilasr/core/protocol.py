@@ -227,6 +227,15 @@ def concluded_option(thought: str | None) -> str | None:
     return named[-1] if named else None
 
 
+def answer_follows_thought(turn: str, answer: str | None, problem_type: str) -> bool:
+    """False only for a multiple-choice answer whose turn's thought concludes with another option;
+    a thought that names no option does not contradict its answer."""
+    if problem_type != "multiple choice":
+        return True
+    named = concluded_option(parse_turn(turn).thought)
+    return named is None or named == (answer or "").strip()
+
+
 def turn_well_formed(text: str, last: bool) -> bool:
     """Spec §6 format rule for one assistant turn (``last``: the final turn of the dialogue)."""
     if not _WELL_FORMED_HEAD.match(text or ""):

@@ -15,7 +15,7 @@ What is kept (each judgment is stored per sample, so the filter can be re-run wi
 - reflective: ``protocol.is_reflective`` over the operations each step drew — some label drawn
   again at a later step with other coordinates or on another image.
 - with ``answer_from_thought``: a multiple-choice answer is the option its final thought concludes
-  with (``rewards.follows_thought``), so a letter right by luck is not taught.
+  with (``protocol.answer_follows_thought``), so a letter right by luck is not taught.
 
 Runs in three restartable phases:
 
@@ -56,10 +56,11 @@ from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import create_engine
 from ros_vilasr.core.engines.replay import ReplayEngine
 from ros_vilasr.core.models import image_position
+from ros_vilasr.core.protocol import answer_follows_thought
 from ros_vilasr.core.session import Budget, Session
 
 from . import sft
-from .rewards import follows_thought, score_rollout
+from .rewards import score_rollout
 from .rollout import SessionSettings, load_prompts, open_session
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,11 @@ def keep(sample: dict, prompt: dict, min_accuracy: float, answer_from_thought: b
 
 
 def follows(sample: dict, prompt: dict) -> bool:
-    """``rewards.follows_thought`` of a stored sample, from its transcript (so older sample files are judged too)."""
+    """``protocol.answer_follows_thought`` of a stored sample's final turn, from its transcript (so
+    older sample files are judged too); a dialogue that did not answer contradicts nothing."""
     last = [m["content"] for m in sample["conversations"] if m["role"] == "assistant"][-1:]
-    return sample["finish_reason"] != "answer" or follows_thought(last[0], sample["answer"], prompt["problem_type"])
+    return sample["finish_reason"] != "answer" or answer_follows_thought(last[0], sample["answer"],
+                                                                         prompt["problem_type"])
 
 
 # -- sample files ------------------------------------------------------------------------------

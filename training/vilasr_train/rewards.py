@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ros_vilasr.core.protocol import concluded_option, format_ok, parse_turn
+from ros_vilasr.core.protocol import answer_follows_thought, format_ok
 from ros_vilasr.core.scoring import rl_accuracy, rl_reward
 from ros_vilasr.core.session import Session
 
@@ -30,19 +30,11 @@ class RolloutScore:
     follows_thought: bool  # not a multiple-choice answer other than the option its final thought concludes with
 
 
-def follows_thought(last_turn: str, answer: str | None, problem_type: str) -> bool:
-    """False only for a multiple-choice answer whose final turn's thought concludes with another
-    option; a thought that names no option does not contradict its answer."""
-    if problem_type != "multiple choice":
-        return True
-    named = concluded_option(parse_turn(last_turn).thought)
-    return named is None or named == (answer or "").strip()
-
-
 def score_rollout(session: Session, prompt: dict, answer_from_thought: bool = False) -> RolloutScore:
     """Score one finished session against its prompt record (``answer``, ``problem_type``)."""
     answered = session.finish_reason == "answer"
-    follows = not answered or follows_thought(session.assistant_turns[-1], session.answer, prompt["problem_type"])
+    follows = not answered or answer_follows_thought(session.assistant_turns[-1], session.answer,
+                                                     prompt["problem_type"])
     right = answered and (follows or not answer_from_thought)
     accuracy = rl_accuracy(session.answer, prompt["answer"], prompt["problem_type"]) if right else 0.0
     well_formed = float(format_ok(session.assistant_turns)) if answered else 0.0
