@@ -4,6 +4,7 @@ end with a report that matches the written data, sharding, and a killed sampling
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -175,6 +176,17 @@ def test_sampling_filtering_sft_end_to_end(root, tmp_path, capsys):
     # for max_epochs (1) passes over the kept trajectories (batch 1), not all max_steps (4) when fewer were kept
     state = json.loads(next((out / "sft").glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["global_step"] == min(4, len(data))
+
+    # fewer kept than min_kept: one line saying so, and nothing fine-tuned (samples reused, not redrawn)
+    again = tmp_path / "again"
+    shutil.copytree(out, again, ignore=shutil.ignore_patterns("sft"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args(root, again, "--k", "4", "--sft", "--set", "temperature=0.7",
+                      "--set", f"min_kept={len(data) + 1}"))
+    assert exit_info.value.code == 2
+    assert f"{len(data)} trajectories kept in {again / reflect.DATA_NAME}, fewer than min_kept = {len(data) + 1}" \
+        in capsys.readouterr().err
+    assert not (again / "sft").exists() and questions(again) == sampled
 
 
 def test_answer_from_thought_keeps_no_letter_right_by_luck():

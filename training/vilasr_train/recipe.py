@@ -25,6 +25,7 @@ when the same command is run again. Seeds are fixed: the same recipe gives the s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -181,7 +182,8 @@ def write_profile(model_dir: Path, recipe: dict) -> None:
 def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> Path:
     """One training stage through the same code path as ``vilasr-train <stage>``; returns the
     directory of the model it produced. Stage 2 samples first and fine-tunes only when it kept
-    something; when it kept nothing, its model is stage 1's, unchanged (and the report says so)."""
+    at least ``min_kept`` trajectories; otherwise its model is stage 1's, unchanged (and the report
+    says so)."""
     spec = recipe["stages"][stage]
     files = sorted(str(p) for p in data.glob(f"{spec['data']}/*/{spec['file']}")
                    if "families" not in spec or p.parent.name in spec["families"])
@@ -194,12 +196,14 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
     if spec["command"] != "reflect":
         stage_module.train(load_config(stage_module.Config, spec["config"], overrides))
         return out
-    stage_module.train(load_config(stage_module.Config, spec["config"], overrides | {"sft": False}))
+    config = load_config(stage_module.Config, spec["config"], overrides | {"sft": False})
+    stage_module.train(config)
     kept = json.loads((out / stage_module.REPORT_NAME).read_text())["written"]
-    if kept:
-        stage_module.train(load_config(stage_module.Config, spec["config"], overrides | {"sft": True}))
+    if kept >= config.min_kept:
+        stage_module.train(dataclasses.replace(config, sft=True))
     else:
-        log.warning("%s kept no trajectory: its model is the previous stage's, unchanged", stage)
+        log.warning("%s kept %d trajectories (min_kept %d): its model is the previous stage's, unchanged",
+                    stage, kept, config.min_kept)
         export_model(model, out / "sft", recipe)
         (out / "sft" / UNCHANGED).write_text(str(model) + "\n")
     return out / "sft"
@@ -210,8 +214,6 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
 def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1) -> list[dict]:
     """Held-out rows: greedy when ``samples`` is 1, else ``samples`` sampled dialogues per item
     (ids ``<id>#<k>``) on the first ``eval.pass_items`` items of each family."""
-    import dataclasses
-
     from ros_vilasr.core.engines.hf import TransformersEngine
     from ros_vilasr.evaluation.runner import ResultsLog, run_evaluation, unique_rows
 

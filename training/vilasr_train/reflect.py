@@ -60,6 +60,7 @@ from ros_vilasr.core.protocol import answer_follows_thought
 from ros_vilasr.core.session import Budget, Session
 
 from . import sft
+from .config import InputError
 from .rewards import score_rollout
 from .rollout import SessionSettings, load_prompts, open_session
 
@@ -83,6 +84,9 @@ class Config(sft.Config):
     questions_per_batch: int = 8  # questions whose K dialogues advance together; saved per batch
     min_accuracy: float = 1.0  # RL accuracy a trajectory needs to count as correct
     answer_from_thought: bool = False  # keep only answers that are the option the final thought names (rewards.py)
+    # `sft` needs at least this many kept trajectories: a fine-tune on a handful teaches their
+    # answer forms, not reflection (the recipe then keeps the sampled model, unchanged)
+    min_kept: int = 1
     shard: str = "0/1"  # I/N: this process samples the prompts i with i % N == I
     sft: bool = False  # then fine-tune `model` on the kept trajectories (into OUT/sft)
     system_prompt: str | None = None  # a replacement system prompt file
@@ -355,6 +359,8 @@ def train(config: Config) -> Path:
     parse_shard(config.shard)  # fail before loading anything
     if not 0 < config.min_accuracy <= 1:
         raise ValueError(f"min_accuracy must be in (0, 1], got {config.min_accuracy}")
+    if config.min_kept < 1:
+        raise ValueError(f"min_kept must be at least 1, got {config.min_kept}")
     prompts, prompt_report = load_prompts(config.data, config.images_root, config.validation_workers)
     sample(config, prompts, out)
     report = build(config, out, prompt_report, len(prompts))
@@ -364,8 +370,9 @@ def train(config: Config) -> Path:
                  report["questions_sampled"], len(prompts))
     if not config.sft:
         return out / DATA_NAME
-    if not report["written"]:
-        raise ValueError(f"no trajectory kept in {out / DATA_NAME}: nothing to fine-tune on")
+    if report["written"] < config.min_kept:
+        raise InputError(f"{report['written']} trajectories kept in {out / DATA_NAME}, fewer than "
+                         f"min_kept = {config.min_kept}: too few to fine-tune on")
     # stage 1's trainer and recipe, on the kept data (paths in it resolve against OUT)
     stage1 = {f.name: getattr(config, f.name) for f in dataclasses.fields(sft.Config)}
     return sft.train(sft.Config(**stage1 | {"data": [str(out / DATA_NAME)], "images_root": None,
