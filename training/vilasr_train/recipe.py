@@ -182,8 +182,8 @@ def write_profile(model_dir: Path, recipe: dict) -> None:
 def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> Path:
     """One training stage through the same code path as ``vilasr-train <stage>``; returns the
     directory of the model it produced. Stage 2 samples first and fine-tunes only when it kept
-    at least ``min_kept`` trajectories; otherwise its model is stage 1's, unchanged (and the report
-    says so)."""
+    at least ``min_kept`` trajectories; otherwise its model is stage 1's, unchanged (named in
+    ``sft/UNCHANGED``)."""
     spec = recipe["stages"][stage]
     files = sorted(str(p) for p in data.glob(f"{spec['data']}/*/{spec['file']}")
                    if "families" not in spec or p.parent.name in spec["families"])
