@@ -8,7 +8,10 @@ another form": not one of the options' letters, or not a number where a number i
 its thought's option": of the multiple-choice dialogues whose last thought names an option ("...,
 option C." / "... is C."), how many answer that letter; beside it, how many would if answers and
 named options were drawn independently with the same frequencies (a model that always says "A"
-agrees with itself without copying anything), and how many named the right option.
+agrees with itself without copying anything), and how many named the right option. "Question's
+objects named": of the held-out scene dialogues whose oracle names objects in its first thought ("I
+locate the plant and the four candidates"), how many first thoughts name exactly those, read back
+from the question.
 
     python benchmarks/recipe_comparison.py --run shipped=runs/embedded --run candidate=runs/look
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -33,8 +37,10 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.models import image_position  # noqa: E402
 from ros_vilasr.core.protocol import concluded_option, parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import parse_number  # noqa: E402
+from ros_vilasr.synth.scene import CATALOG  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+OBJECT = re.compile(r"\bthe ({})\b".format("|".join(name for name, _, _ in CATALOG)))
 
 
 def named_cells(run: Path, stage: str) -> dict:
@@ -76,6 +82,27 @@ def wrong_forms(run: Path, stage: str) -> dict:
     return dict(counts)
 
 
+def question_objects(run: Path, stage: str) -> dict:
+    """Held-out scene dialogues whose oracle's first thought names objects, and how many of the
+    stage's first thoughts name exactly the same ones."""
+    oracle = {r["id"]: first_thought_objects(r["conversations"])
+              for f in sorted(run.glob("data/heldout/*/trajectories.json")) for r in json.loads(f.read_text())}
+    counts = Counter()
+    for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if oracle.get(row["id"]):
+            counts["n"] += 1
+            counts["named"] += first_thought_objects(row["conversations"]) == oracle[row["id"]]
+    return dict(counts)
+
+
+def first_thought_objects(conversations: list[dict]) -> frozenset[str]:
+    """The catalogue objects a dialogue's first thought names ("the plant")."""
+    first = next((m.get("content", m.get("value")) for m in conversations
+                  if m.get("role", m.get("from")) in ("assistant", "gpt")), "")
+    return frozenset(OBJECT.findall(parse_turn(first).thought or ""))
+
+
 def thought_agreement(run: Path, stage: str) -> dict:
     """Over the stage's multiple-choice dialogues whose last thought names an option
     (``own_option``): how many, how many answer it, how many would by independence, how many are right."""
@@ -110,6 +137,7 @@ def stage_row(run: Path, stage: str) -> dict | None:
     return {"stage": stage, **means, "executable": summary["executable_drawing_turns"],
             "look": summary["accuracy"].get("look_maze_ends"), "cells": named_cells(run, stage),
             "wrong_form": wrong_forms(run, stage), "agreement": thought_agreement(run, stage),
+            "question_objects": question_objects(run, stage),
             "image_position": image_position(str(run / "init"))}
 
 
@@ -124,16 +152,16 @@ def main(argv=None) -> dict:
         rows += [{"run": name} | r for s in STAGES if (r := stage_row(Path(path), s))]
     lines = ["| run | layout | stage | maze mean | scene mean | perception questions | drawing turns executable "
              "| S's cell named | G's cell named | one cell always | answers in another form: maze, scene "
-             "| answer = its thought's option (independent; right) |", "|---" * 12 + "|"]
+             "| answer = its thought's option (independent; right) | question's objects named |", "|---" * 13 + "|"]
     for r in rows:
-        c, forms, agree = r["cells"], r["wrong_form"], r["agreement"]
+        c, forms, agree, asked = r["cells"], r["wrong_form"], r["agreement"], r["question_objects"]
         look = "—" if r["look"] is None else f"{r['look']:.1%}"
         lines.append(f"| {r['run']} | image {r['image_position']} | {r['stage']} | {r['maze']:.1%} | {r['scene']:.1%} "
                      f"| {look} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
                      f"| S {c['S_constant']}, G {c['G_constant']} | {forms.get('maze', 0)}/{forms.get('maze_n', 0)}, "
                      f"{forms.get('scene', 0)}/{forms.get('scene_n', 0)} | {agree['answer_is_thought']}/"
                      f"{agree['thought_named']} ({agree['answer_is_thought_independent']:.0f}; "
-                     f"{agree['thought_right']}) |")
+                     f"{agree['thought_right']}) | {asked.get('named', 0)}/{asked.get('n', 0)} |")
     report = "\n".join(["# Recipe runs side by side", "", markdown(describe()), "",
                         " ".join(__doc__.split("\n\n")[1].split()), "",
                         f"Runs: {', '.join(args.run)}.", "", *lines, ""])

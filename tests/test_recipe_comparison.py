@@ -1,17 +1,27 @@
 """benchmarks/recipe_comparison.py counts the maze cells a model names in its first thought against
 the ground truth: the oracle's own dialogues name every cell right; a wrong cell is not counted. An
 answer in another form than its question asks (a number for a letter) is counted, and whether an
-answer is the option its own last thought names."""
+answer is the option its own last thought names, and whether a scene dialogue's first thought names
+the objects its question asks about."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks.recipe_comparison import named_cells, own_option, stage_row, thought_agreement, wrong_form, wrong_forms
+from benchmarks.recipe_comparison import (
+    named_cells,
+    own_option,
+    question_objects,
+    stage_row,
+    thought_agreement,
+    wrong_form,
+    wrong_forms,
+)
 from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
 from ros_vilasr.evaluation.benchmarks import load_benchmark
 from ros_vilasr.evaluation.runner import run_evaluation
 from ros_vilasr.synth import maze
+from ros_vilasr.synth.rig_tasks import rig_task
 from ros_vilasr.synth.trajectories import write_dataset
 
 PREFIX = "<think>The green start S is at row "
@@ -82,3 +92,17 @@ def test_an_answer_is_checked_against_the_option_its_last_thought_names(tmp_path
     counts = thought_agreement(tmp_path, "stage1") | wrong_forms(tmp_path, "stage1")
     assert (counts["thought_named"], counts["answer_is_thought"], counts["thought_right"]) == (4, 3, 3)
     assert counts["answer_is_thought_independent"] == 2 and counts["maze_n"] == 5
+
+
+def test_the_question_objects_named_in_the_first_thought_are_the_oracles(tmp_path):
+    data = tmp_path / "data" / "heldout" / "rig"
+    write_dataset((rig_task(7, i) for i in range(3)), data)  # side, nearest, floor count
+    transcripts = read_transcripts(data / "trajectories.json")
+    first = transcripts[1]["conversations"][2]["content"]  # the nearest question's first turn
+    asked = first.split("<think>I locate the ", 1)[1].split(" ", 1)[0]
+    other = "lamp" if asked != "lamp" else "sofa"
+    transcripts[1]["conversations"][2]["content"] = first.replace(f"the {asked}", f"the {other}", 1)
+    run_evaluation(load_benchmark(data / "eval.json", benchmark="rig"), ReplayEngine(transcripts),
+                   tmp_path / "eval_stage1", "rig", progress=False, plots=False)
+    # the floor count's first thought names no object: not counted; the changed one names another
+    assert question_objects(tmp_path, "stage1") == {"n": 2, "named": 1}
