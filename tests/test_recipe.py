@@ -7,6 +7,7 @@ cell (``until_read``, threshold 0), and 160 SFT steps) runs data, a tokenizer an
 scratch, the pretraining phases in order, stage 1 from the last and
 its held-out evaluation: held-out items are new rooms, every held-out item is evaluated, stage 1
 learns (teacher-forced loss falls by 4x), and a second run of the same command does nothing;
+stage 2 then keeps too few sampled dialogues to fine-tune on and passes stage 1's model through;
 without a pretrain stage (``recipe_embedded``) stage 1 starts from the random model. At this
 scale the model does not yet write its drawing JSON reliably; on an easy family (in which of the
 four cells of a 2x2 maze the goal is) the same model's stage 1 raises held-out accuracy from
@@ -52,6 +53,7 @@ def small_recipe(path):
                                          "until_read": {"data": "valid/maze", "n": 2, "discs": ["goal"],
                                                         "threshold": 0.0, "every": 5}}
     recipe["stages"]["stage1"]["families"] = ["rig", "look"]
+    recipe["stages"]["stage2"]["set"] = {"shard": "0/2", "k": 2, "max_new_tokens": 32, "max_total_tokens": 256}
     recipe["eval"].update(batch_size=6, max_new_tokens=96)
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -150,6 +152,22 @@ def test_a_finished_step_is_not_run_again(stage1_run):
     with pytest.raises(InputError, match=r"another recipe \(data\.train\.rig\.n changed\)"):
         run(str(config.with_name("other.yaml")), out, until="eval_stage1")
     assert yaml.safe_load((out / "recipe.yaml").read_text()) == yaml.safe_load(config.read_text())
+
+
+def test_stage2_that_keeps_too_few_passes_stage1_through(stage1_run):
+    """Stage 2 samples, keeps fewer dialogues than ``min_kept`` (16 in reflect_embedded; a tiny
+    model keeps none of its 2), fine-tunes nothing, and its model is stage 1's: the same weights,
+    marked, and the same held-out answers without evaluating again."""
+    config, out, _ = stage1_run
+    run(str(config), out, until="eval_stage2")
+    sampled = json.loads((out / "stage2" / "report.json").read_text())
+    assert sampled["questions_sampled"] == 1 and sampled["written"] < 16  # shard 0 of the 2 RL prompts
+    model = out / "stage2" / "sft"
+    assert (model / "UNCHANGED").read_text().strip() == str(out / "stage1")
+    assert (model / "model.safetensors").read_bytes() == (out / "stage1" / "model.safetensors").read_bytes()
+    assert not list(model.glob("checkpoint-*")) and not (model / "trainer_state.json").exists()
+    for name in ("results.jsonl", "stage_summary.json"):
+        assert (out / "eval_stage2" / name).read_text() == (out / "eval_stage1" / name).read_text()
 
 
 def test_a_data_key_that_is_no_family_must_name_one(tmp_path):

@@ -53,6 +53,11 @@ def test_the_table_shows_intervals_and_paired_changes():
               "stages": {"stage1": summary(0.5, 0.25), "stage3": summary(0.25, 0.5)},
               "intervals": {"maze": {"stage1": ci, "stage3": ci}}}
     table = report_markdown(report)
+    assert "trained nothing" not in table
+    passed = report_markdown(report | {"unchanged": {"stage2": "stage1"}})
+    assert passed.startswith(table.rstrip("\n"))
+    assert "\nstage2 trained nothing (it kept too few trajectories to fine-tune on): its model is stage1's, " \
+           "unchanged.\n" in passed
     assert "| maze mean: 95% interval | | | | 10–40 | 10–40 |" in table
     assert "| maze: change from stage1 (paired 95% interval, points) | | | | — | -25.0 (-20 to +5) |" in table
     assert "scene mean: 95% interval" not in table  # no intervals given for it

@@ -300,7 +300,8 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
 
     def finish(d: Path) -> None:
         export_model(models["stage3"], out / "model", recipe)
-        write_report(out, STAGES, data)
+        write_report(out, STAGES, data, unchanged={s: Path((models[s] / UNCHANGED).read_text().strip()).name
+                                                   for s in STAGES if (models[s] / UNCHANGED).is_file()})
 
     steps = [
         ("data", lambda d: make_data(recipe, data)),

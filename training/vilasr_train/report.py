@@ -131,15 +131,16 @@ def intervals(rows_by_stage: dict[str, list[dict]], draws: int = BOOTSTRAP_DRAWS
 
 # -- report ----------------------------------------------------------------------------------------
 
-def write_report(out: Path, stages: tuple[str, ...], data: Path) -> dict:
-    """``out/report.{json,md,png}`` from the evaluation steps of a recipe run in ``out``."""
+def write_report(out: Path, stages: tuple[str, ...], data: Path, unchanged: dict[str, str] | None = None) -> dict:
+    """``out/report.{json,md,png}`` from the evaluation steps of a recipe run in ``out``;
+    ``unchanged``: stage -> the stage whose model it passed through untrained."""
     summaries = {s: json.loads((out / f"eval_{s}" / "stage_summary.json").read_text()) for s in stages}
     passk = {s: json.loads(p.read_text()) for s in stages if (p := out / f"passk_{s}" / "passk.json").is_file()}
     base, constant = baselines(data).values()
     rows = {s: unique_rows([json.loads(line) for line in (out / f"eval_{s}" / RESULTS_FILE).read_text().splitlines()])
             for s in stages}
     report = {"chance": base, "constant": constant, "stages": summaries, "pass_at_k": passk,
-              "intervals": intervals(rows),
+              "intervals": intervals(rows), "unchanged": unchanged or {},
               "wall_s": json.loads((out / "timing.json").read_text()) if (out / "timing.json").is_file() else {}}
     for summary in summaries.values():
         acc = summary["accuracy"]
@@ -181,6 +182,8 @@ def report_markdown(report: dict) -> str:
     lines.append("| drawing turns executable | | | | " +
                  " | ".join(f"{v['executable_drawing_turns']:.1%}" for v in stages.values()) + " |")
     lines.append("| mean model turns | | | | " + " | ".join(f"{v['mean_turns']:.2f}" for v in stages.values()) + " |")
+    lines += [f"\n{s} trained nothing (it kept too few trajectories to fine-tune on): its model is {before}'s, "
+              "unchanged." for s, before in report.get("unchanged", {}).items()]
     if report["pass_at_k"]:
         lines += ["", "| stage | sub-task | pass@1 | pass@k |", "|---|---|---|---|"]
         for s, per_task in report["pass_at_k"].items():
