@@ -13,7 +13,7 @@ channel turns 0.06 rad per position, so past ~50 positions no channel keeps a co
 steady, while 1e6 leaves the slowest channels nearly still. Loss on the answer's first token by
 distance (nats; chance: ln 12 = 2.48), over the last steps.
 
-    python benchmarks/recall_probe.py [--steps 600] [--thetas 20 1000 1e6]
+    python benchmarks/recall_probe.py [--steps 600] [--thetas 20 1000 1e6] [--stem NAME]
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--thetas", type=float, nargs="+", default=[20.0, 1000.0, 1e6])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stem", default="recall_probe", help="result file name")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     tokenizer = load_processor(EMBEDDED_DIR).tokenizer
@@ -107,8 +108,8 @@ def main(argv=None) -> dict:
     for theta in args.thetas:
         curve = train(theta, args.steps, args.seed, tokenizer)
         result["runs"][f"{theta:g}"] = {"curve": curve, "final": tail_mean(curve, window).tolist()}
-    write_results(args.out, "recall_probe", result, report(result))
-    plot(result, args.out / "recall_probe.png")
+    write_results(args.out, args.stem, result, report(result, args.stem))
+    plot(result, args.out / f"{args.stem}.png")
     return result
 
 
@@ -116,7 +117,7 @@ def span(low: int, high: int) -> str:
     return f"{low}–{high} tokens" if high < 10_000 else f"over {low} tokens"
 
 
-def report(r: dict) -> str:
+def report(r: dict, stem: str = "recall_probe") -> str:
     head = " | ".join(span(*b) for b in r["buckets"])
     rows = [f"| {theta} | " + " | ".join(f"{v:.3f}" for v in run["final"]) + " |" for theta, run in r["runs"].items()]
     return "\n".join([
@@ -128,7 +129,7 @@ def report(r: dict) -> str:
         f"answer by its distance from the question's object (nats, last {r['window']} steps); chance "
         f"{r['chance']:.2f}.", "",
         f"| rope_theta | {head} |", "|---|---|---|---|", *rows, "",
-        "![learning curves](recall_probe.png)", ""])
+        f"![learning curves]({stem}.png)", ""])
 
 
 def plot(r: dict, path: Path) -> None:

@@ -44,3 +44,6 @@ def test_a_run_writes_curves_per_theta(tmp_path):
     assert saved["runs"]["20"]["curve"] == result["runs"]["20"]["curve"]
     assert "| 1e+06 |" in (tmp_path / "recall_probe.md").read_text()
     assert (tmp_path / "recall_probe.png").stat().st_size > 0
+    probe.main(["--steps", "1", "--thetas", "20", "--stem", "longer", "--out", str(tmp_path)])
+    assert "![learning curves](longer.png)" in (tmp_path / "longer.md").read_text()
+    assert (tmp_path / "longer.png").stat().st_size > 0
