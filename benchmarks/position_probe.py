@@ -69,28 +69,39 @@ def marginal_nll() -> list[float]:
     return out
 
 
-def train(theta: float, steps: int, seed: int, processor, vision_depth: int | None = None) -> list[list[float]]:
+def random_model(theta: float, seed: int, vision_depth: int | None = None):
+    """A randomly initialised model of the shipped embedded model's shape with text ``rope_theta``
+    ``theta`` (and ``vision_depth`` vision blocks), and its AdamW optimiser."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     config = Qwen2_5_VLConfig.from_pretrained(EMBEDDED_DIR)
     config.text_config.rope_parameters["rope_theta"] = theta
     if vision_depth is not None:  # full attention in every second block, as the shipped tower's last
         config.vision_config.depth = vision_depth
         config.vision_config.fullatt_block_indexes = list(range(1, vision_depth, 2))
     model = Qwen2_5_VLForConditionalGeneration(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    return model, torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+
+
+def descend(model, optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss`` (gradients clipped to norm 1)."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def train(theta: float, steps: int, seed: int, processor, vision_depth: int | None = None) -> list[list[float]]:
+    model, optimizer = random_model(theta, seed, vision_depth)
+    rng = random.Random(seed)
     curve, start = [], time.monotonic()
     for step in range(steps):
         losses = torch.stack([digit_losses(model, example(processor, rng)) for _ in range(BATCH)])
-        losses.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
+        descend(model, optimizer, losses.mean())
         curve.append(losses.mean(0).tolist())
         if (step + 1) % 50 == 0:
-            print(f"theta {theta:g} vision depth {config.vision_config.depth} step {step + 1}: "
+            print(f"theta {theta:g} vision depth {model.config.vision_config.depth} step {step + 1}: "
                   f"digit loss {np.round(np.mean(curve[-50:], 0), 3)} "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     return curve
@@ -137,23 +148,33 @@ def report(r: dict, stem: str = "position_probe") -> str:
 
 
 def plot(r: dict, path: Path) -> None:
+    floors = r["marginal_nll"]
+    plot_curves(r, path, [f"{name} digit" for name in ("hundreds", "tens", "units")], floors, "not looking",
+                "loss (nats)", ylims=[(0, max(3.0, math.ceil(f))) for f in floors])
+
+
+def plot_curves(r: dict, path: Path, titles: list[str], references: list[float], reference_label: str,
+                ylabel: str, ylims: list[tuple[float, float]] | None = None) -> None:
+    """One panel per column of the runs' curves (``r["runs"][name]["curve"]``, None = no value that
+    step): each run's mean over ``r["window"]`` steps beside a reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharex=True)
+    fig, axes = plt.subplots(1, len(titles), figsize=(12, 3.5), sharex=True)
     w = r["window"]
-    for k, (ax, name) in enumerate(zip(axes, ("hundreds", "tens", "units"))):
+    for k, (ax, title) in enumerate(zip(axes, titles)):
         for theta, run in r["runs"].items():
-            values = np.array(run["curve"])[:, k]
-            smooth = np.convolve(values, np.ones(w) / w, mode="valid")
-            ax.plot(np.arange(len(smooth)) + w, smooth, label=f"rope_theta {theta}")
-        ax.axhline(r["marginal_nll"][k], color="gray", linestyle="--", label="not looking")
-        ax.set_title(f"{name} digit")
+            values = np.array(run["curve"], float)[:, k]
+            smooth = [np.nanmean(values[i - w + 1:i + 1]) for i in range(w - 1, len(values))]
+            ax.plot(np.arange(w, len(values) + 1), smooth, label=f"rope_theta {theta}")
+        ax.axhline(references[k], color="gray", linestyle="--", label=reference_label)
+        ax.set_title(title)
         ax.set_xlabel("step")
-        ax.set_ylim(0, max(3.0, math.ceil(r["marginal_nll"][k])))
-    axes[0].set_ylabel("loss (nats)")
+        if ylims:
+            ax.set_ylim(*ylims[k])
+    axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
+from benchmarks.position_probe import LR, descend, plot_curves, random_model  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 from ros_vilasr.synth.scene import CATALOG  # noqa: E402
@@ -37,7 +38,7 @@ from ros_vilasr.synth.scene import CATALOG  # noqa: E402
 OBJECTS = [name for name, _, _ in CATALOG]
 MAX_FILLER = 60  # sentences of ~6 tokens: distances up to ~360 tokens
 BUCKETS = ((0, 60), (60, 180), (180, 10_000))  # tokens from the question's object to the answer
-BATCH, LR = 8, 1e-3
+BATCH = 8
 
 
 def example(tokenizer, rng: random.Random) -> tuple[list[int], int, int]:
@@ -67,22 +68,13 @@ def tail_mean(curve: list[list[float | None]], n: int) -> np.ndarray:
 
 def train(theta: float, steps: int, seed: int, tokenizer) -> list[list[float]]:
     """One loss per step and distance bucket (None where the step had none)."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    torch.manual_seed(seed)
+    model, optimizer = random_model(theta, seed)
     rng = random.Random(seed)
-    config = Qwen2_5_VLConfig.from_pretrained(EMBEDDED_DIR)
-    config.text_config.rope_parameters["rope_theta"] = theta
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     curve, start = [], time.monotonic()
     for step in range(steps):
         batch = [example(tokenizer, rng) for _ in range(BATCH)]
         losses = torch.stack([answer_loss(model, ids, at) for ids, at, _ in batch])
-        losses.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
+        descend(model, optimizer, losses.mean())
         by_bucket = [[] for _ in BUCKETS]
         for loss, (_, _, distance) in zip(losses.tolist(), batch):
             by_bucket[bucket(distance)].append(loss)
@@ -133,26 +125,8 @@ def report(r: dict, stem: str = "recall_probe") -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(r["buckets"]), figsize=(12, 3.5), sharex=True, sharey=True)
-    w = r["window"]
-    for k, (ax, b) in enumerate(zip(axes, r["buckets"])):
-        for theta, run in r["runs"].items():
-            values = np.array(run["curve"], float)[:, k]
-            smooth = [np.nanmean(values[max(0, i - w + 1):i + 1]) for i in range(len(values))]
-            ax.plot(np.arange(1, len(values) + 1), smooth, label=f"rope_theta {theta}")
-        ax.axhline(r["chance"], color="gray", linestyle="--", label="chance")
-        ax.set_title(span(*b))
-        ax.set_xlabel("step")
-    axes[0].set_ylabel("answer loss (nats)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_curves(r, path, [span(*b) for b in r["buckets"]], [r["chance"]] * len(r["buckets"]), "chance",
+                "answer loss (nats)")
 
 
 if __name__ == "__main__":

@@ -209,6 +209,12 @@ def run_stage(stage: str, recipe: dict, model: Path, data: Path, out: Path) -> P
     return out / "sft"
 
 
+def passed_through(model: Path) -> str | None:
+    """The stage whose model ``model`` is, unchanged (its ``UNCHANGED`` marker), or None."""
+    marker = model / UNCHANGED
+    return Path(marker.read_text().strip()).name if marker.is_file() else None
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 
 def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1) -> list[dict]:
@@ -286,8 +292,8 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
                                             "stage3": out / "stage3"}
 
     def stage_eval(model: Path, d: Path) -> None:
-        if (model / UNCHANGED).is_file():  # same weights as the stage before: same greedy answers
-            previous = out / f"eval_{Path((model / UNCHANGED).read_text().strip()).name}"
+        if before := passed_through(model):  # same weights as the stage before: same greedy answers
+            previous = out / f"eval_{before}"
             for name in ("results.jsonl", "stage_summary.json"):
                 shutil.copyfile(previous / name, d / name)
             return
@@ -300,8 +306,7 @@ def run(name: str, out: str | Path, overrides: dict[str, Any] | None = None, unt
 
     def finish(d: Path) -> None:
         export_model(models["stage3"], out / "model", recipe)
-        write_report(out, STAGES, data, unchanged={s: Path((models[s] / UNCHANGED).read_text().strip()).name
-                                                   for s in STAGES if (models[s] / UNCHANGED).is_file()})
+        write_report(out, STAGES, data, unchanged={s: before for s in STAGES if (before := passed_through(models[s]))})
 
     steps = [
         ("data", lambda d: make_data(recipe, data)),
