@@ -11,12 +11,15 @@ theta^-0.94 rad per column: at 20 still under 0.16, at 1.5 about 0.7). The learn
 it: loss per answer digit (hundreds, tens, units) against the loss of the answer distribution alone
 (what a model that does not look scores).
 
-    python benchmarks/position_probe.py [--steps 800] [--thetas 1e6 20 4 1.5] [--vision-depths 2 4 --stem NAME]
+    python benchmarks/position_probe.py [--steps 800] [--thetas 1e6 20 4 1.5 1e6@0,2,14] [--vision-depths 2 4 --stem NAME]
+
+A theta may carry its own ``mrope_section`` (``THETA@T,H,W``, frequencies per axis, fastest first).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -69,14 +72,29 @@ def marginal_nll() -> list[float]:
     return out
 
 
-def random_model(theta: float, seed: int, vision_depth: int | None = None):
+def rope_variant(text: str) -> tuple[float, list[int]]:
+    """``"20"`` -> (20.0, the shipped ``mrope_section``); ``"1e6@0,2,14"`` -> (1e6, [0, 2, 14])."""
+    theta, _, section = text.partition("@")
+    if not section:
+        return float(theta), json.loads((EMBEDDED_DIR / "config.json").read_text())["text_config"][
+            "rope_parameters"]["mrope_section"]
+    return float(theta), [int(n) for n in section.split(",")]
+
+
+def variant_name(theta: float, section: list[int]) -> str:
+    return f"{theta:g} @ {section}"
+
+
+def random_model(theta: float, seed: int, vision_depth: int | None = None, mrope_section: list[int] | None = None):
     """A randomly initialised model of the shipped embedded model's shape with text ``rope_theta``
-    ``theta`` (and ``vision_depth`` vision blocks), and its AdamW optimiser."""
+    ``theta`` (and ``vision_depth`` vision blocks, ``mrope_section``), and its AdamW optimiser."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     config = Qwen2_5_VLConfig.from_pretrained(EMBEDDED_DIR)
     config.text_config.rope_parameters["rope_theta"] = theta
+    if mrope_section is not None:
+        config.text_config.rope_parameters["mrope_section"] = mrope_section
     if vision_depth is not None:  # full attention in every second block, as the shipped tower's last
         config.vision_config.depth = vision_depth
         config.vision_config.fullatt_block_indexes = list(range(1, vision_depth, 2))
@@ -92,8 +110,9 @@ def descend(model, optimizer, loss: torch.Tensor) -> None:
     optimizer.zero_grad()
 
 
-def train(theta: float, steps: int, seed: int, processor, vision_depth: int | None = None) -> list[list[float]]:
-    model, optimizer = random_model(theta, seed, vision_depth)
+def train(theta: float, steps: int, seed: int, processor, vision_depth: int | None = None,
+          mrope_section: list[int] | None = None) -> list[list[float]]:
+    model, optimizer = random_model(theta, seed, vision_depth, mrope_section)
     rng = random.Random(seed)
     curve, start = [], time.monotonic()
     for step in range(steps):
@@ -101,7 +120,7 @@ def train(theta: float, steps: int, seed: int, processor, vision_depth: int | No
         descend(model, optimizer, losses.mean())
         curve.append(losses.mean(0).tolist())
         if (step + 1) % 50 == 0:
-            print(f"theta {theta:g} vision depth {model.config.vision_config.depth} step {step + 1}: "
+            print(f"theta {variant_name(theta, model.config.text_config.rope_parameters['mrope_section'])} vision depth {model.config.vision_config.depth} step {step + 1}: "
                   f"digit loss {np.round(np.mean(curve[-50:], 0), 3)} "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     return curve
@@ -110,7 +129,8 @@ def train(theta: float, steps: int, seed: int, processor, vision_depth: int | No
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--thetas", type=float, nargs="+", default=[1e6, 20.0, 4.0, 1.5])
+    parser.add_argument("--thetas", type=rope_variant, nargs="+", default=["1e6", "20", "4", "1.5"],
+                        help="text rope_theta values, each optionally THETA@T,H,W with its mrope_section")
     parser.add_argument("--vision-depths", type=int, nargs="+", help="vision tower depths to compare "
                         "(default: the shipped model's only)")
     parser.add_argument("--seed", type=int, default=0)
@@ -121,10 +141,10 @@ def main(argv=None) -> dict:
     window = max(1, min(50, args.steps // 4))
     result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "seed": args.seed,
               "marginal_nll": marginal_nll(), "window": window, "runs": {}}
-    for theta in args.thetas:
+    for theta, section in args.thetas:
         for depth in args.vision_depths or [None]:
-            curve = train(theta, args.steps, args.seed, processor, depth)
-            name = f"{theta:g}" if depth is None else f"{theta:g}, vision depth {depth}"
+            curve = train(theta, args.steps, args.seed, processor, depth, section)
+            name = variant_name(theta, section) + ("" if depth is None else f", vision depth {depth}")
             result["runs"][name] = {"curve": curve, "final": np.mean(curve[-window:], 0).tolist()}
     write_results(args.out, args.stem, result, report(result, args.stem))
     plot(result, args.out / f"{args.stem}.png")
@@ -134,13 +154,16 @@ def main(argv=None) -> dict:
 def report(r: dict, stem: str = "position_probe") -> str:
     rows = [f"| {theta} | " + " | ".join(f"{v:.3f}" for v in run["final"]) + " |" for theta, run in r["runs"].items()]
     floor = " | ".join(f"{v:.3f}" for v in r["marginal_nll"])
+    sections = any("@" in name for name in r["runs"])  # results from before the sections were named lack them
     return "\n".join([
         "# Position probe: can the embedded architecture read where a square is?", "", markdown(r["machine"]), "",
         f"A random model of the embedded model's shape, trained {r['steps']} steps (batch {r['batch']}, AdamW lr "
-        f"{r['learning_rate']:g}, seed {r['seed']}) per text `rope_theta`, in one run: answer the red square's centre "
+        f"{r['learning_rate']:g}, seed {r['seed']}) per text `rope_theta`"
+        f"{' @ `mrope_section`' if sections else ''}, in one run: answer "
+        "the red square's centre "
         f"x on a 224×224 image. Loss per answer digit over the last {r['window']} steps (nats), beside the loss "
         "of a model that does not look (the digits' own distribution).", "",
-        f"| rope_theta{', vision depth' if any('depth' in k for k in r['runs']) else ''} | hundreds | tens | units |",
+        f"| rope_theta{' @ mrope_section' if sections else ''}{', vision depth' if any('depth' in k for k in r['runs']) else ''} | hundreds | tens | units |",
         "|---|---|---|---|", *rows,
         f"| not looking | {floor} |", "",
         "Below the not-looking row, the model reads the square's position from the image.", "",

@@ -32,12 +32,12 @@ def test_the_answer_is_the_square_centre_and_the_floor_is_the_digit_entropy():
 
 
 def test_a_run_writes_curves_per_theta(tmp_path):
-    result = probe.main(["--steps", "2", "--thetas", "1e6", "20", "--out", str(tmp_path)])
-    assert set(result["runs"]) == {"1e+06", "20"}
+    result = probe.main(["--steps", "2", "--thetas", "1e6@0,2,14", "20", "--out", str(tmp_path)])
+    assert set(result["runs"]) == {"1e+06 @ [0, 2, 14]", "20 @ [4, 6, 6]"}
     for run in result["runs"].values():
         assert np.array(run["curve"]).shape == (2, 3) and all(v > 0 for v in run["final"])
     saved = json.loads((tmp_path / "position_probe.json").read_text())
-    assert saved["runs"]["20"]["curve"] == result["runs"]["20"]["curve"]
+    assert saved["runs"]["20 @ [4, 6, 6]"]["curve"] == result["runs"]["20 @ [4, 6, 6]"]["curve"]
     assert "| not looking |" in (tmp_path / "position_probe.md").read_text()
     assert (tmp_path / "position_probe.png").stat().st_size > 0
 
@@ -51,3 +51,12 @@ def test_vision_depths_are_compared_side_by_side(tmp_path):
     assert runs["20, vision depth 2"]["curve"] != runs["20, vision depth 4"]["curve"]
     assert "| 20, vision depth 4 |" in (tmp_path / "depth.md").read_text()
     assert (tmp_path / "depth.png").stat().st_size > 0
+
+
+def test_a_theta_may_carry_its_own_mrope_section():
+    assert probe.rope_variant("20") == (20.0, [4, 6, 6])  # the shipped model's
+    assert probe.rope_variant("1e6@0,2,14") == (1e6, [0, 2, 14])
+    model, _ = probe.random_model(1e6, 0, mrope_section=[0, 2, 14])
+    assert model.model.language_model.rotary_emb.mrope_section == [0, 2, 14]
+    shipped, _ = probe.random_model(1e6, 0)
+    assert shipped.model.language_model.rotary_emb.mrope_section == [4, 6, 6]
