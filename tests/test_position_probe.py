@@ -46,10 +46,11 @@ def test_vision_depths_are_compared_side_by_side(tmp_path):
     result = probe.main(["--steps", "1", "--thetas", "20", "--vision-depths", "2", "4", "--stem", "depth",
                          "--out", str(tmp_path)])
     runs = result["runs"]
-    assert list(runs) == ["20, vision depth 2", "20, vision depth 4"]
+    two, four = "20 @ [4, 6, 6], vision depth 2", "20 @ [4, 6, 6], vision depth 4"
+    assert list(runs) == [two, four]
     # same seed, same examples: only the tower differs, so would the losses if the depth were ignored
-    assert runs["20, vision depth 2"]["curve"] != runs["20, vision depth 4"]["curve"]
-    assert "| 20, vision depth 4 |" in (tmp_path / "depth.md").read_text()
+    assert runs[two]["curve"] != runs[four]["curve"]
+    assert f"| {four} |" in (tmp_path / "depth.md").read_text()
     assert (tmp_path / "depth.png").stat().st_size > 0
 
 
