@@ -11,7 +11,7 @@ theta^-0.94 rad per column: at 20 still under 0.16, at 1.5 about 0.7). The learn
 it: loss per answer digit (hundreds, tens, units) against the loss of the answer distribution alone
 (what a model that does not look scores).
 
-    python benchmarks/position_probe.py [--steps 800] [--thetas 1e6 20 4 1.5 1e6@0,2,14] [--vision-depths 2 4 --stem NAME]
+    python benchmarks/position_probe.py [--steps 800] [--thetas 1e6 20 3e4@1,2,13] [--vision-depths 2 4 --stem NAME]
 
 A theta may carry its own ``mrope_section`` (``THETA@T,H,W``, frequencies per axis, fastest first).
 """
@@ -113,6 +113,8 @@ def descend(model, optimizer, loss: torch.Tensor) -> None:
 def train(theta: float, steps: int, seed: int, processor, vision_depth: int | None = None,
           mrope_section: list[int] | None = None) -> list[list[float]]:
     model, optimizer = random_model(theta, seed, vision_depth, mrope_section)
+    label = (f"theta {variant_name(theta, model.config.text_config.rope_parameters['mrope_section'])} "
+             f"vision depth {model.config.vision_config.depth}")
     rng = random.Random(seed)
     curve, start = [], time.monotonic()
     for step in range(steps):
@@ -120,7 +122,7 @@ def train(theta: float, steps: int, seed: int, processor, vision_depth: int | No
         descend(model, optimizer, losses.mean())
         curve.append(losses.mean(0).tolist())
         if (step + 1) % 50 == 0:
-            print(f"theta {variant_name(theta, model.config.text_config.rope_parameters['mrope_section'])} vision depth {model.config.vision_config.depth} step {step + 1}: "
+            print(f"{label} step {step + 1}: "
                   f"digit loss {np.round(np.mean(curve[-50:], 0), 3)} "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     return curve
@@ -154,16 +156,15 @@ def main(argv=None) -> dict:
 def report(r: dict, stem: str = "position_probe") -> str:
     rows = [f"| {theta} | " + " | ".join(f"{v:.3f}" for v in run["final"]) + " |" for theta, run in r["runs"].items()]
     floor = " | ".join(f"{v:.3f}" for v in r["marginal_nll"])
-    sections = any("@" in name for name in r["runs"])  # results from before the sections were named lack them
+    sections = " @ `mrope_section`" if any("@" in name for name in r["runs"]) else ""  # older results lack them
+    depth = ", vision depth" if any("depth" in name for name in r["runs"]) else ""
     return "\n".join([
         "# Position probe: can the embedded architecture read where a square is?", "", markdown(r["machine"]), "",
         f"A random model of the embedded model's shape, trained {r['steps']} steps (batch {r['batch']}, AdamW lr "
-        f"{r['learning_rate']:g}, seed {r['seed']}) per text `rope_theta`"
-        f"{' @ `mrope_section`' if sections else ''}, in one run: answer "
-        "the red square's centre "
-        f"x on a 224×224 image. Loss per answer digit over the last {r['window']} steps (nats), beside the loss "
-        "of a model that does not look (the digits' own distribution).", "",
-        f"| rope_theta{' @ mrope_section' if sections else ''}{', vision depth' if any('depth' in k for k in r['runs']) else ''} | hundreds | tens | units |",
+        f"{r['learning_rate']:g}, seed {r['seed']}) per text `rope_theta`{sections}, in one run: answer the red "
+        f"square's centre x on a 224×224 image. Loss per answer digit over the last {r['window']} steps (nats), "
+        "beside the loss of a model that does not look (the digits' own distribution).", "",
+        f"| rope_theta{sections.replace('`', '')}{depth} | hundreds | tens | units |",
         "|---|---|---|---|", *rows,
         f"| not looking | {floor} |", "",
         "Below the not-looking row, the model reads the square's position from the image.", "",
