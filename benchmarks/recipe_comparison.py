@@ -11,7 +11,8 @@ named options were drawn independently with the same frequencies (a model that a
 agrees with itself without copying anything), and how many named the right option. "Question's
 objects named": of the held-out scene dialogues whose oracle names objects in its first thought ("I
 locate the plant and the four candidates"), how many first thoughts name exactly those, read back
-from the question.
+from the question. "One-turn questions": held-out accuracy on a pretraining phase's questions
+(synth.look's maze cells, synth.ask's question objects), where the recipe has them.
 
     python benchmarks/recipe_comparison.py --run shipped=runs/embedded --run candidate=runs/look
 """
@@ -90,7 +91,7 @@ def question_objects(run: Path, stage: str) -> dict:
     counts = Counter()
     for line in (run / f"eval_{stage}" / "results.jsonl").read_text().splitlines():
         row = json.loads(line)
-        if oracle.get(row["id"]):
+        if oracle.get(row["id"]) and family(row["original_question_type"]) == "scene":  # not one-turn asks
             counts["n"] += 1
             counts["named"] += first_thought_objects(row["conversations"]) == oracle[row["id"]]
     return dict(counts)
@@ -134,8 +135,9 @@ def stage_row(run: Path, stage: str) -> dict | None:
     summary = json.loads(path.read_text())
     means = {fam: float(np.mean([a for t, a in summary["accuracy"].items() if family(t) == fam]))
              for fam in ("maze", "scene")}
+    one_turn = [a for t, a in summary["accuracy"].items() if family(t) in ("look", "ask")]
     return {"stage": stage, **means, "executable": summary["executable_drawing_turns"],
-            "look": summary["accuracy"].get("look_maze_ends"), "cells": named_cells(run, stage),
+            "one_turn": float(np.mean(one_turn)) if one_turn else None, "cells": named_cells(run, stage),
             "wrong_form": wrong_forms(run, stage), "agreement": thought_agreement(run, stage),
             "question_objects": question_objects(run, stage),
             "image_position": image_position(str(run / "init"))}
@@ -150,14 +152,14 @@ def main(argv=None) -> dict:
     for spec in args.run:
         name, _, path = spec.partition("=")
         rows += [{"run": name} | r for s in STAGES if (r := stage_row(Path(path), s))]
-    lines = ["| run | layout | stage | maze mean | scene mean | perception questions | drawing turns executable "
+    lines = ["| run | layout | stage | maze mean | scene mean | one-turn questions | drawing turns executable "
              "| S's cell named | G's cell named | one cell always | answers in another form: maze, scene "
              "| answer = its thought's option (independent; right) | question's objects named |", "|---" * 13 + "|"]
     for r in rows:
         c, forms, agree, asked = r["cells"], r["wrong_form"], r["agreement"], r["question_objects"]
-        look = "—" if r["look"] is None else f"{r['look']:.1%}"
+        one_turn = "—" if r["one_turn"] is None else f"{r['one_turn']:.1%}"
         lines.append(f"| {r['run']} | image {r['image_position']} | {r['stage']} | {r['maze']:.1%} | {r['scene']:.1%} "
-                     f"| {look} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
+                     f"| {one_turn} | {r['executable']:.1%} | {c['S']}/{c['n']} | {c['G']}/{c['n']} "
                      f"| S {c['S_constant']}, G {c['G_constant']} | {forms.get('maze', 0)}/{forms.get('maze_n', 0)}, "
                      f"{forms.get('scene', 0)}/{forms.get('scene_n', 0)} | {agree['answer_is_thought']}/"
                      f"{agree['thought_named']} ({agree['answer_is_thought_independent']:.0f}; "

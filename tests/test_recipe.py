@@ -172,7 +172,7 @@ def test_stage2_that_keeps_too_few_passes_stage1_through(stage1_run):
 
 def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
     recipe = {"model": {}, "data": {"train": {"look_goal": {"n": 1, "seed": 0}}, "heldout": {}, "rl": {}}}
-    with pytest.raises(InputError, match="unknown task family 'look_goal'; the families are maze, look, scene"):
+    with pytest.raises(InputError, match="unknown task family 'look_goal'; the families are maze, look, ask, scene"):
         make_data(recipe, tmp_path)
     assert not (tmp_path / "train" / "look_goal").exists()
 

@@ -21,6 +21,7 @@ from ros_vilasr.core.engines.replay import ReplayEngine, read_transcripts
 from ros_vilasr.evaluation.benchmarks import load_benchmark
 from ros_vilasr.evaluation.runner import run_evaluation
 from ros_vilasr.synth import maze
+from ros_vilasr.synth.ask import ask_tasks
 from ros_vilasr.synth.rig_tasks import rig_task
 from ros_vilasr.synth.trajectories import write_dataset
 
@@ -49,14 +50,15 @@ def test_a_stage_row_reads_the_summary_and_the_models_layout(tmp_path):
     (tmp_path / "init" / "vilasr_model.json").write_text('{"image_position": "last"}')
     (tmp_path / "eval_stage1").mkdir()
     summary = {"accuracy": {"maze_turn_count": 0.5, "maze_path_length": 0.25, "rig_side": 1.0,
-                            "look_maze_ends": 0.75}, "executable_drawing_turns": 0.9}
+                            "look_maze_ends": 0.75, "ask_question_objects": 0.25}, "executable_drawing_turns": 0.9}
     (tmp_path / "eval_stage1" / "stage_summary.json").write_text(json.dumps(summary))
     (tmp_path / "eval_stage1" / "results.jsonl").write_text("")
     (tmp_path / "data" / "heldout" / "maze").mkdir(parents=True)
     (tmp_path / "data" / "heldout" / "maze" / "eval.json").write_text(
         json.dumps([{"id": "m", "ground_truth": {"start": [0, 0], "goal": [1, 1]}}]))
     row = stage_row(tmp_path, "stage1")
-    assert (row["maze"], row["scene"], row["look"], row["executable"]) == (0.375, 1.0, 0.75, 0.9)
+    # one-turn pretraining questions are in neither mean
+    assert (row["maze"], row["scene"], row["one_turn"], row["executable"]) == (0.375, 1.0, 0.5, 0.9)
     assert row["image_position"] == "last" and row["cells"]["n"] == 0
 
 
@@ -102,7 +104,10 @@ def test_the_question_objects_named_in_the_first_thought_are_the_oracles(tmp_pat
     asked = first.split("<think>I locate the ", 1)[1].split(" ", 1)[0]
     other = "lamp" if asked != "lamp" else "sofa"
     transcripts[1]["conversations"][2]["content"] = first.replace(f"the {asked}", f"the {other}", 1)
-    run_evaluation(load_benchmark(data / "eval.json", benchmark="rig"), ReplayEngine(transcripts),
+    asks = tmp_path / "data" / "heldout" / "ask"  # one-turn pretraining questions: not dialogues
+    write_dataset(ask_tasks(2, seed=7), asks)
+    items = load_benchmark(data / "eval.json", benchmark="rig") + load_benchmark(asks / "eval.json", benchmark="ask")
+    run_evaluation(items, ReplayEngine(transcripts + read_transcripts(asks / "trajectories.json")),
                    tmp_path / "eval_stage1", "rig", progress=False, plots=False)
     # the floor count's first thought names no object: not counted; the changed one names another
     assert question_objects(tmp_path, "stage1") == {"n": 2, "named": 1}

@@ -15,10 +15,11 @@ from ros_vilasr.cli import main
 from ros_vilasr.core import protocol
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines.replay import ReplayEngine
+from ros_vilasr.core.prompts import problem_suffix
 from ros_vilasr.core.scoring import extract_answer, rl_accuracy, score_answer
 from ros_vilasr.core.session import Budget, Session
 from ros_vilasr.evaluation.benchmarks import load_benchmark
-from ros_vilasr.synth import look, maze, scene_tasks
+from ros_vilasr.synth import ask, look, maze, rig_tasks, scene_tasks
 from ros_vilasr.synth import scene as sc
 from ros_vilasr.synth.trajectories import write_dataset
 
@@ -239,6 +240,30 @@ def test_perception_questions_ask_for_one_disc_at_a_time(tmp_path):
     assert [t.answer[0] for t in tasks] == ["S", "S", "S", "S", "G", "G"] * 2  # both, both, start x2, goal x2
     with pytest.raises(ValueError, match="unknown perception ask 'wall'"):
         look.look_task(5, 0, asks=("wall",))
+
+
+def test_ask_questions_are_answered_with_the_room_questions_own_objects(tmp_path):
+    write_dataset(ask.ask_tasks(8, seed=5), tmp_path, total=8)
+    items, trajectories = load(tmp_path)
+    # scene and rig in turn, each cycling through its sub-tasks that name every object boxed first
+    sources = [scene_tasks.scene_task(5, i) for i in (0, 1, 2, 5)], [rig_tasks.rig_task(5, i) for i in (0, 1, 3, 4)]
+    for k, (item, t) in enumerate(zip(items, trajectories)):
+        source = sources[k % 2][k // 2]
+        first = protocol.parse_turn(source.turns[0])
+        objects = [op.label for op in first.ops]
+        assert item["answer"] == ", ".join(objects) and all(name in item["question"] for name in objects)
+        assert item["question"] == "\n".join([source.question, *(source.options or ()),
+                                              problem_suffix(source.problem_type), ask.ASK])
+        # the dialogue's own first words, then the answer: one turn, the room's images, no drawing
+        assert t["conversations"][-1]["content"] == (f"<think>{first.thought}</think>\nAction: Answer\n"
+                                                     f"<answer>{item['answer']}</answer>")
+        assert len(t["conversations"]) == 3 and len(t["images"]) == len(source.images)
+    assert [i["ground_truth"]["sub_task"] for i in items] == ["object_rel_direction", "rig_side",
+                                                              "object_rel_distance", "rig_nearest",
+                                                              "object_size_estimation", "rig_side",
+                                                              "object_rel_direction", "rig_nearest"]
+    with pytest.raises(ValueError, match="unknown question source \\['maze'\\]"):
+        ask.ask_task(5, 0, sources=("maze",))
 
 
 def scene_of(item):

@@ -6,8 +6,9 @@ and the three stages' configs. The command runs, in order, each step once:
   data        synthetic tasks with oracle trajectories (train), held-out evaluation sets (other
               seeds: unseen mazes, rooms and camera poses) and RL prompts
   init        a tokenizer trained on the training text and a random Qwen2.5-VL of the recipe's shape
-  pretrain*   (when the recipe has them) ``vilasr-train sft`` on one-turn perception questions only
-              (``synth.look``): the grounding a base VLM has before it is taught to draw; every
+  pretrain*   (when the recipe has them) ``vilasr-train sft`` on one-turn questions only: perception
+              (``synth.look``), the grounding a base VLM has before it is taught to draw, or reading
+              the question back (``synth.ask``); every
               stage named pretrain... is a phase, run in the recipe's order from the one before,
               and a phase with ``until_read`` ends once the model reads the maze cells of a
               validation set (``data: valid``; readout.UntilRead)
@@ -94,9 +95,10 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
     """``n`` tasks of one generator family, restricted to ``sub_tasks`` (generators cycle through
     their sub-tasks by index, so the kept indices are those of the wanted sub-tasks). A task is a
     function of (seed, index) alone, so ``workers`` processes render them in the same order."""
-    from ros_vilasr.synth import look, maze, rig_metric, rig_tasks, scene_tasks
+    from ros_vilasr.synth import ask, look, maze, rig_metric, rig_tasks, scene_tasks
 
     families = {"maze": (maze.maze_task, maze.SUB_TASKS), "look": (look.look_task, look.SUB_TASKS),
+                "ask": (ask.ask_task, ask.SUB_TASKS),
                 "scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS),
                 "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS),
                 "rig_metric": (rig_metric.metric_task, rig_metric.SUB_TASKS)}

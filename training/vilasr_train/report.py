@@ -25,8 +25,8 @@ BOOTSTRAP_DRAWS = 2000
 # -- per-stage summaries and baselines -------------------------------------------------------------
 
 def family(task: str) -> str:
-    """maze, look (perception questions, not in either mean) or scene."""
-    return next((f for f in ("maze", "look") if task.startswith(f)), "scene")
+    """maze, look or ask (one-turn pretraining questions, not in either mean) or scene."""
+    return next((f for f in ("maze", "look", "ask") if task.startswith(f)), "scene")
 
 
 def heldout_items(data: Path) -> list:
