@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,26 @@ def test_loss_mask_covers_exactly_the_assistant_turns(data, processor):
     assert len(load(data, processor, max_length=n)[0]) == 1
     kept, report = load(data, processor, max_length=n - 1)
     assert not kept and report.skipped == {"too_long": 1}
+
+
+def test_a_loss_pattern_trains_only_the_assistant_text_it_matches(data, processor, tiny, tmp_path, capsys):
+    (record,), _ = load(data, processor)
+    pattern = re.compile(r"\bcup\b|\bleft\b")
+    row = encode_example(processor, record, MAX_PIXELS_TRAIN, pattern)
+    decoded = [processor.tokenizer.decode(span) for span in spans(row["labels"])]
+    # the matches in the assistant turns (the drawing's thought and label, the answer's thought),
+    # each on the fewest tokens that hold it; nothing of the user's turns, which say "cup" too
+    assert [pattern.findall(d) for d in decoded] == [["cup"], ["cup"], ["left"]]
+    assert all(len(d) <= len(m) + 2 for d, m in zip(decoded, ("cup", "cup", "left")))
+    full = encode_example(processor, record, MAX_PIXELS_TRAIN)
+    assert all(t in (IGNORE, f) for t, f in zip(row["labels"], full["labels"]))
+    batch = DialogueCollator(processor, [record], max_pixels=MAX_PIXELS_TRAIN, max_length=None,
+                             loss_pattern=pattern)([record])
+    assert batch["labels"][0].tolist() == row["labels"]
+    with pytest.raises(SystemExit) as exit_:  # refused before any data is read
+        cli.main(["sft", "--config", "sft_cpu_toy", "--model", str(tiny), "--data", str(data),
+                  "--out", str(tmp_path / "run"), "--set", "loss_pattern=(cup"])
+    assert exit_.value.code == 2 and "loss_pattern '(cup' is not a regular expression" in capsys.readouterr().err
 
 
 def test_training_rows_are_the_nodes_encoding(data, processor, tiny):

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -242,17 +244,40 @@ def load_trajectories(paths, tokenizer, *, images_root=None, max_pixels: int, ma
 # -- batching ----------------------------------------------------------------------------------
 
 
-def encode_example(processor, example: dict, max_pixels: int) -> dict:
-    """One trajectory → input ids, labels (input ids on assistant tokens, -100 elsewhere),
-    ``mm_token_type_ids`` and vision inputs, through the core's encoder."""
+def encode_example(processor, example: dict, max_pixels: int, loss_pattern: re.Pattern | None = None) -> dict:
+    """One trajectory → input ids, labels (input ids on assistant tokens, -100 elsewhere; with
+    ``loss_pattern``, only on the assistant tokens inside its matches), ``mm_token_type_ids`` and
+    vision inputs, through the core's encoder."""
     images = []
     for path in example["images"]:
         with Image.open(path) as im:
             images.append(prepare_image(im, max_pixels).image)
     enc = encode_dialogue(processor, to_messages(example["conversations"]), images)
     ids = enc.input_ids
-    return {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, enc.loss_mask)],
-            "mm_token_type_ids": enc.mm_token_type_ids(ids), **enc.vision_inputs()}
+    labels = [t if m else IGNORE for t, m in zip(ids, enc.loss_mask)]
+    if loss_pattern is not None:
+        labels = only_matches(processor.tokenizer, labels, loss_pattern)
+    return {"input_ids": ids, "labels": labels, "mm_token_type_ids": enc.mm_token_type_ids(ids),
+            **enc.vision_inputs()}
+
+
+def only_matches(tokenizer, labels: list[int], pattern: re.Pattern) -> list[int]:
+    """``labels`` kept only on the tokens that overlap a match of ``pattern`` in their turn's text
+    (a turn: a run of supervised tokens)."""
+    out, start = [IGNORE] * len(labels), 0
+    while start < len(labels):
+        if labels[start] == IGNORE:
+            start += 1
+            continue
+        stop = next((k for k in range(start, len(labels)) if labels[k] == IGNORE), len(labels))
+        pieces = [tokenizer.decode([t]) for t in labels[start:stop]]
+        ends = list(accumulate(map(len, pieces)))
+        for match in pattern.finditer("".join(pieces)):
+            for k, (piece, end) in enumerate(zip(pieces, ends)):
+                if end - len(piece) < match.end() and end > match.start():
+                    out[start + k] = labels[start + k]
+        start = stop
+    return out
 
 
 class DialogueCollator:
@@ -264,14 +289,15 @@ class DialogueCollator:
     batch under ``data_problems`` for the trainer to count.
     """
 
-    def __init__(self, processor, dataset, *, max_pixels: int, max_length: int | None):
+    def __init__(self, processor, dataset, *, max_pixels: int, max_length: int | None,
+                 loss_pattern: re.Pattern | None = None):
         self.processor, self.dataset = processor, dataset
-        self.max_pixels, self.max_length = max_pixels, max_length
+        self.max_pixels, self.max_length, self.loss_pattern = max_pixels, max_length, loss_pattern
         self.pad_id = processor.tokenizer.pad_token_id
         self._stand_in: dict | None = None
 
     def encode(self, example: dict) -> dict:
-        row = encode_example(self.processor, example, self.max_pixels)
+        row = encode_example(self.processor, example, self.max_pixels, self.loss_pattern)
         if self.max_length is not None and len(row["input_ids"]) > self.max_length:
             raise InvalidRecord("too_long", f"{len(row['input_ids'])} tokens")
         return row

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,9 @@ class Config(StageConfig):
     # end training once the model reads maze cells (readout.UntilRead): {data: maze trajectories
     # of a validation set, n: 48, discs: [start, goal], need: all|any, threshold: 0.9, every: 50}
     until_read: dict[str, Any] = field(default_factory=dict)
+    # a regular expression: the loss covers only the assistant text it matches (e.g. the object
+    # names of synth.ask's answers), not every assistant token; a record without a match adds no loss
+    loss_pattern: str | None = None
 
 
 class DrawingSFTTrainer(ResumeThroughFromPretrained, SFTTrainer):
@@ -112,6 +116,10 @@ def train(config: Config) -> Path:
         dataset_kwargs={"skip_prepare_dataset": True},  # ... and tokenises them itself
     )
     processor = load_processor(config.model)  # saved with every checkpoint, as it came
+    try:
+        loss_pattern = re.compile(config.loss_pattern) if config.loss_pattern else None
+    except re.error as exc:
+        raise InputError(f"loss_pattern {config.loss_pattern!r} is not a regular expression: {exc}") from exc
     callbacks = until_read(config, processor)
     records, report = on_main_process(lambda: load_trajectories(
         config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
@@ -131,7 +139,7 @@ def train(config: Config) -> Path:
     trainer = DrawingSFTTrainer(
         model=model, args=args, train_dataset=dataset,
         data_collator=DialogueCollator(processor, dataset, max_pixels=config.max_pixels,
-                                       max_length=args.max_length),
+                                       max_length=args.max_length, loss_pattern=loss_pattern),
         processing_class=processor,
         data_report=report,
         callbacks=callbacks,

@@ -1,0 +1,141 @@
+"""Does the copy the recall probe learns carry to the recipe's own questions? A diagnostic for issue 13.
+
+``recipe_embedded_ask`` pretrains on one-turn questions asking which objects a room question names
+(synth.ask), answered in the oracle's first-thought words; after 900 steps of them its first
+thoughts still name the same objects whatever the question. The recall probe learns a copy in a
+few hundred steps, with its loss on the copied word alone. Here a randomly initialised model of
+the embedded model's shape (rotary channels split as the recipe's: ``--rope``) learns the recipe's
+ask questions, text only (system prompt, question, answer), side by side with the loss on the
+whole answer turn (as ``sft`` trains) or on the object names in it alone. Scored on held-out asks,
+teacher-forced: how often the first token of each object name the answer gives is the right one
+(chance: about 1 in 13 per name; the questions name different objects).
+
+    python benchmarks/ask_probe.py [--steps 800] [--losses names turn] [--rope 3e4@1,2,13]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.machine import describe, markdown, write_results  # noqa: E402
+from benchmarks.position_probe import BATCH, LR, descend, plot_curves, random_model, rope_variant  # noqa: E402
+from ros_vilasr.core import chat  # noqa: E402
+from ros_vilasr.core.encoding import encode_dialogue  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
+from ros_vilasr.core.processor import load_processor  # noqa: E402
+from ros_vilasr.core.prompts import system_prompt  # noqa: E402
+from ros_vilasr.synth.ask import ask_task  # noqa: E402
+from ros_vilasr.synth.rig_tasks import ROBOT  # noqa: E402
+from ros_vilasr.synth.scene import CATALOG  # noqa: E402
+
+OBJECTS = [name for name, _, _ in CATALOG] + [ROBOT[0]]  # the rig rooms may have the demo's robot
+NAME = re.compile("|".join(sorted(OBJECTS, key=len, reverse=True)))
+LOSSES = ("turn", "names")
+HELDOUT = 48
+
+
+def example(processor, seed: int, index: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Model inputs of ask item ``index`` (text only), its turn's loss mask and its name-start mask."""
+    task = ask_task(seed, index)
+    answer = task.turns[0]
+    messages = [{"role": "system", "content": system_prompt(448, 336)},
+                {"role": "user", "content": task.question}, {"role": "assistant", "content": answer}]
+    encoding = encode_dialogue(processor, messages, [])
+    full = chat.GENERATION_PROMPT + answer + chat.END + "\n"  # the turn as the encoder tokenises it
+    offsets = processor.tokenizer.backend_tokenizer.encode(full, add_special_tokens=False).offsets
+    base = len(encoding.input_ids) - len(offsets)
+    names = torch.zeros(len(encoding.input_ids), dtype=torch.bool)  # the token each object name starts in
+    for match in NAME.finditer(full):
+        names[base + next(j for j, (a, b) in enumerate(offsets) if a <= match.start() < b)] = True
+    ids, mask = encoding.input_ids, encoding.loss_mask
+    return {"input_ids": torch.tensor([ids])}, torch.tensor(mask, dtype=torch.bool), names
+
+
+def losses(model, inputs: dict, mask: torch.Tensor, names: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mean loss over the turn, over the names' first tokens, and how many of those are argmax-right."""
+    logits = model(**inputs).logits[0, :-1]
+    targets = inputs["input_ids"][0, 1:]
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    turn, named = mask[1:], names[1:]
+    right = (logits[named].argmax(-1) == targets[named]).sum()
+    return nll[turn].mean(), nll[named].mean(), right, named.sum()
+
+
+def train(loss_on: str, theta: float, section: list[int], steps: int, seed: int, processor, heldout: list,
+          every: int) -> tuple[list[list[float]], list[tuple[int, float]]]:
+    model, optimizer = random_model(theta, seed, mrope_section=section)
+    rng, curve, scores, start = random.Random(seed), [], [], time.monotonic()
+    for step in range(steps):
+        batch = [example(processor, 105, rng.randrange(10_000)) for _ in range(BATCH)]
+        parts = [losses(model, *b) for b in batch]
+        turn = torch.stack([p[0] for p in parts]).mean()
+        names = torch.stack([p[1] for p in parts]).mean()
+        descend(model, optimizer, turn if loss_on == "turn" else names)
+        curve.append([turn.item(), names.item()])
+        if (step + 1) % every == 0:
+            scores.append((step + 1, score(model, heldout)))
+            print(f"{loss_on} step {step + 1}: turn {np.mean([c[0] for c in curve[-every:]]):.3f}, names "
+                  f"{np.mean([c[1] for c in curve[-every:]]):.3f}, held-out names right {scores[-1][1]:.1%} "
+                  f"({time.monotonic() - start:.0f} s)", flush=True)
+    return curve, scores
+
+
+@torch.no_grad()
+def score(model, heldout: list) -> float:
+    right, n = 0, 0
+    for b in heldout:
+        _, _, r, k = losses(model, *b)
+        right, n = right + int(r), n + int(k)
+    return right / n
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=["names", "turn"])
+    parser.add_argument("--rope", type=rope_variant, default=rope_variant("3e4@1,2,13"), help="THETA[@T,H,W]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every", type=int, default=50, help="steps between held-out scores")
+    parser.add_argument("--stem", default="ask_probe", help="result file name")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    processor = load_processor(EMBEDDED_DIR)
+    heldout = [example(processor, 205, i) for i in range(HELDOUT)]
+    (theta, section), window = args.rope, max(1, min(100, args.steps // 4))
+    result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "seed": args.seed,
+              "rope_theta": theta, "mrope_section": section, "heldout": HELDOUT, "window": window, "runs": {}}
+    for loss_on in args.losses:
+        curve, scores = train(loss_on, theta, section, args.steps, args.seed, processor, heldout, args.every)
+        result["runs"][loss_on] = {"curve": curve, "scores": scores, "final": scores[-1][1] if scores else None}
+    write_results(args.out, args.stem, result, report(result, args.stem))
+    plot_curves(result, args.out / f"{args.stem}.png", ["loss on the answer turn", "loss on the names"],
+                [np.log(len(OBJECTS))] * 2, "chance (names)", "training loss (nats)")
+    return result
+
+
+def report(r: dict, stem: str = "ask_probe") -> str:
+    rows = [f"| {name} | " + " | ".join(f"{s:.0%}" for _, s in run["scores"]) + " |" for name, run in r["runs"].items()]
+    steps = [str(k) for k, _ in next(iter(r["runs"].values()))["scores"]]
+    return "\n".join([
+        "# Ask probe: does the copy carry to the recipe's own questions?", "", markdown(r["machine"]), "",
+        f"A random model of the embedded model's shape (rope_theta {r['rope_theta']:g}, mrope_section "
+        f"{r['mrope_section']}), trained {r['steps']} steps (batch {r['batch']}, AdamW lr {r['learning_rate']:g}, "
+        f"seed {r['seed']}) on synth.ask's questions, text only, with the loss on the whole answer turn (`turn`, "
+        "as `sft`) or on the object names' first tokens alone (`names`). Held-out: how many of the first tokens "
+        f"of the object names in {r['heldout']} held-out answers are the model's top choice (teacher-forced; "
+        "chance about 1 in 13).", "",
+        "| loss on | " + " | ".join(steps) + " |", "|---" * (len(steps) + 1) + "|", *rows, "",
+        f"![learning curves]({stem}.png)", ""])
+
+
+if __name__ == "__main__":
+    main()
