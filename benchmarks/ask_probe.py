@@ -40,7 +40,6 @@ from ros_vilasr.synth.scene import CATALOG  # noqa: E402
 OBJECTS = [name for name, _, _ in CATALOG] + [ROBOT[0]]  # the rig rooms may have the demo's robot
 NAME = re.compile("|".join(sorted(OBJECTS, key=len, reverse=True)))
 LOSSES = ("turn", "names")
-HELDOUT = 48
 
 
 def example(processor, seed: int, index: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -105,21 +104,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--rope", type=rope_variant, default=rope_variant("3e4@1,2,13"), help="THETA[@T,H,W]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=50, help="steps between held-out scores")
+    parser.add_argument("--heldout", type=int, default=48, help="held-out questions scored")
     parser.add_argument("--stem", default="ask_probe", help="result file name")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     processor = load_processor(EMBEDDED_DIR)
-    heldout = [example(processor, 205, i) for i in range(HELDOUT)]
+    heldout = [example(processor, 205, i) for i in range(args.heldout)]
     (theta, section), window = args.rope, max(1, min(100, args.steps // 4))
     result = {"machine": describe(), "steps": args.steps, "batch": BATCH, "learning_rate": LR, "seed": args.seed,
-              "rope_theta": theta, "mrope_section": section, "heldout": HELDOUT, "window": window, "runs": {}}
+              "rope_theta": theta, "mrope_section": section, "heldout": args.heldout, "window": window, "runs": {}}
     for loss_on in args.losses:
         curve, scores = train(loss_on, theta, section, args.steps, args.seed, processor, heldout, args.every)
         result["runs"][loss_on] = {"curve": curve, "scores": scores, "final": scores[-1][1] if scores else None}
     write_results(args.out, args.stem, result, report(result, args.stem))
-    plot_curves(result, args.out / f"{args.stem}.png", ["loss on the answer turn", "loss on the names"],
-                [np.log(len(OBJECTS))] * 2, "chance (names)", "training loss (nats)")
+    plot(result, args.out / f"{args.stem}.png")
     return result
+
+
+def plot(r: dict, path: Path) -> None:
+    plot_curves(r, path, ["loss on the answer turn", "loss on the names"], [np.log(len(OBJECTS))] * 2,
+                "chance (names)", "training loss (nats)", run_label="trained on the {}")
 
 
 def report(r: dict, stem: str = "ask_probe") -> str:

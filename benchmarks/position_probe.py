@@ -178,9 +178,10 @@ def plot(r: dict, path: Path) -> None:
 
 
 def plot_curves(r: dict, path: Path, titles: list[str], references: list[float], reference_label: str,
-                ylabel: str, ylims: list[tuple[float, float]] | None = None) -> None:
+                ylabel: str, ylims: list[tuple[float, float]] | None = None, run_label: str = "rope_theta {}") -> None:
     """One panel per column of the runs' curves (``r["runs"][name]["curve"]``, None = no value that
-    step): each run's mean over ``r["window"]`` steps beside a reference line."""
+    step): each run's mean over ``r["window"]`` steps (legend: ``run_label`` of its name) beside a
+    reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,7 +193,7 @@ def plot_curves(r: dict, path: Path, titles: list[str], references: list[float],
         for theta, run in r["runs"].items():
             values = np.array(run["curve"], float)[:, k]
             smooth = [np.nanmean(values[i - w + 1:i + 1]) for i in range(w - 1, len(values))]
-            ax.plot(np.arange(w, len(values) + 1), smooth, label=f"rope_theta {theta}")
+            ax.plot(np.arange(w, len(values) + 1), smooth, label=run_label.format(theta))
         ax.axhline(references[k], color="gray", linestyle="--", label=reference_label)
         ax.set_title(title)
         ax.set_xlabel("step")

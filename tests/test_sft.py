@@ -86,6 +86,17 @@ def test_a_loss_pattern_trains_only_the_assistant_text_it_matches(data, processo
     batch = DialogueCollator(processor, [record], max_pixels=MAX_PIXELS_TRAIN, max_length=None,
                              loss_pattern=pattern)([record])
     assert batch["labels"][0].tolist() == row["labels"]
+    # a record with nothing to learn under the pattern is counted, as an unloadable one is
+    turns = [t | {"content": t["content"].replace("left", "right")} if t["role"] == "assistant" else t
+             for t in record["conversations"]]
+    other = record | {"conversations": turns}
+    collate = DialogueCollator(processor, [other, record], max_pixels=MAX_PIXELS_TRAIN, max_length=None,
+                               loss_pattern=re.compile("left"))
+    batch = collate([other, record])
+    assert batch["data_problems"] == ["no_loss_pattern_match"]
+    left = encode_example(processor, record, MAX_PIXELS_TRAIN, re.compile("left"))["labels"]
+    assert (batch["labels"][0] == IGNORE).all() and (batch["labels"][1] != IGNORE).sum() == sum(
+        t != IGNORE for t in left) > 0
     with pytest.raises(SystemExit) as exit_:  # refused before any data is read
         cli.main(["sft", "--config", "sft_cpu_toy", "--model", str(tiny), "--data", str(data),
                   "--out", str(tmp_path / "run"), "--set", "loss_pattern=(cup"])

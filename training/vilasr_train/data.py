@@ -300,6 +300,8 @@ class DialogueCollator:
         row = encode_example(self.processor, example, self.max_pixels, self.loss_pattern)
         if self.max_length is not None and len(row["input_ids"]) > self.max_length:
             raise InvalidRecord("too_long", f"{len(row['input_ids'])} tokens")
+        if self.loss_pattern is not None and all(t == IGNORE for t in row["labels"]):  # nothing to learn: counted
+            raise InvalidRecord("no_loss_pattern_match", f"no assistant text matches {self.loss_pattern.pattern!r}")
         return row
 
     def stand_in(self) -> dict:

@@ -47,7 +47,8 @@ class Config(StageConfig):
     # of a validation set, n: 48, discs: [start, goal], need: all|any, threshold: 0.9, every: 50}
     until_read: dict[str, Any] = field(default_factory=dict)
     # a regular expression: the loss covers only the assistant text it matches (e.g. the object
-    # names of synth.ask's answers), not every assistant token; a record without a match adds no loss
+    # names of synth.ask's answers), not every assistant token; a record without a match is
+    # counted in the data report (skipped_in_training: no_loss_pattern_match)
     loss_pattern: str | None = None
 
 
