@@ -26,6 +26,13 @@ def test_the_names_scored_are_the_answer_turns_object_names():
         at = names.nonzero().flatten().tolist()
         assert len(at) == len(wanted) and names.sum() <= mask.sum() and all(mask[i] for i in at)
         assert all(processor.tokenizer.decode(ids[i:i + 3]).strip().startswith(w) for i, w in zip(at, wanted))
+        # with the room's images: the same turn after the image tokens, which the text-only prompt lacks
+        pictured, pictured_mask, pictured_names = probe.example(processor, 7, index, images=True)
+        assert "pixel_values" in pictured and "pixel_values" not in inputs
+        pads = int(pictured["image_grid_thw"].prod(dim=1).sum()) // 4
+        assert len(pictured["input_ids"][0]) > len(ids) and pictured_mask.sum() == mask.sum()
+        assert pictured["input_ids"][0][pictured_names].tolist() == ids[names].tolist()
+        assert sum(pictured["mm_token_type_ids"][0].tolist()) == pads
 
 
 def test_a_run_writes_scores_per_loss(tmp_path):

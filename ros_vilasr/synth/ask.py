@@ -7,7 +7,8 @@ from its prompt, though a model of its shape learns that copy alone in a few hun
 the rotary channels let it (benchmarks/results/recall_probe_mrope_section.md). Here the copy is
 the whole task: the room question as the dialogues ask it (images, options), then "which objects
 does it name?", answered with the oracle's own first thought and the objects it boxes first, in
-its order, so what is learned is the dialogue's first words.
+its order, so what is learned is the dialogue's first words. What it showed so far:
+docs/embedded_model.md, "Reading the question back, in the recipe's words".
 """
 
 from __future__ import annotations
