@@ -31,10 +31,10 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from benchmarks.position_probe import BATCH, LR, descend, plot_curves, random_model, rope_variant  # noqa: E402
 from ros_vilasr.core import chat  # noqa: E402
 from ros_vilasr.core.encoding import encode_dialogue  # noqa: E402
-from ros_vilasr.core.images import MAX_PIXELS_TRAIN, prepare_image  # noqa: E402
+from ros_vilasr.core.images import MAX_PIXELS_TRAIN  # noqa: E402
 from ros_vilasr.core.models import EMBEDDED_DIR  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
-from ros_vilasr.core.prompts import first_user_content, system_prompt  # noqa: E402
+from ros_vilasr.core.session import Session  # noqa: E402
 from ros_vilasr.synth.ask import ask_task  # noqa: E402
 from ros_vilasr.synth.rig_tasks import ROBOT  # noqa: E402
 from ros_vilasr.synth.scene import CATALOG  # noqa: E402
@@ -48,12 +48,14 @@ def example(processor, seed: int, index: int, images: bool = False) -> tuple[dic
     """Model inputs of ask item ``index`` (its prompt as the recipe writes it; ``images``: with the
     room's images, else its text alone), its turn's loss mask and where its object names start."""
     task = ask_task(seed, index)
-    answer, pictures = task.turns[0], [prepare_image(im, MAX_PIXELS_TRAIN).image for im in task.images]
-    parts = first_user_content(task.question, [im.size for im in pictures], (), task.problem_type, task.kind)
-    user = parts if images else "".join(part["text"] for part in parts if part["type"] == "text")
-    messages = [{"role": "system", "content": system_prompt(*pictures[0].size)},
-                {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-    encoding = encode_dialogue(processor, messages, pictures if images else [])
+    answer = task.turns[0]
+    session = Session(task.images, task.question, problem_type=task.problem_type, kind=task.kind,
+                      max_pixels=MAX_PIXELS_TRAIN)  # the prompt as the data writer has it
+    system, user = session.messages
+    if not images:
+        user = {"role": "user", "content": "".join(p["text"] for p in user["content"] if p["type"] == "text")}
+    messages = [system, user, {"role": "assistant", "content": answer}]
+    encoding = encode_dialogue(processor, messages, session.images if images else [])
     full = chat.GENERATION_PROMPT + answer + chat.END + "\n"  # the turn as the encoder tokenises it
     offsets = processor.tokenizer.backend_tokenizer.encode(full, add_special_tokens=False).offsets
     base = len(encoding.input_ids) - len(offsets)

@@ -20,7 +20,7 @@ from ros_vilasr.core import protocol
 from ros_vilasr.core.prompts import question_block
 
 from . import rig_tasks, scene_tasks
-from .trajectories import SynthTask
+from .trajectories import SynthTask, sub_task_index
 
 SUB_TASKS = ("ask_question_objects",)
 ASK = "Do not answer that yet. Which objects does the question name?"
@@ -30,19 +30,13 @@ SOURCES = {"scene": (scene_tasks.scene_task, scene_tasks.SUB_TASKS,
            "rig": (rig_tasks.rig_task, rig_tasks.SUB_TASKS, ("rig_side", "rig_nearest"))}
 
 
-def source_index(index: int, names: tuple[str, ...], wanted: tuple[str, ...]) -> int:
-    """The ``index``-th item of a generator that cycles through ``names`` whose sub-task is in ``wanted``."""
-    cycle = [i for i, name in enumerate(names) if name in wanted]
-    return index // len(cycle) * len(names) + cycle[index % len(cycle)]
-
-
 def ask_task(seed: int, index: int, sources: tuple[str, ...] = tuple(SOURCES)) -> SynthTask:
     """Item ``index`` of the set with this seed: room question ``index // len(sources)`` of family
     ``sources[index % len(sources)]`` (its generator with the same seed), asked back."""
     if unknown := set(sources) - set(SOURCES):
         raise ValueError(f"unknown question source {sorted(unknown)}; expected {', '.join(SOURCES)}")
     make, names, wanted = SOURCES[sources[index % len(sources)]]
-    task = make(seed, source_index(index // len(sources), names, wanted))
+    task = make(seed, sub_task_index(index // len(sources), names, wanted))
     first = protocol.parse_turn(task.turns[0])
     objects = ", ".join(op.label for op in first.ops)
     turn = f"<think>{first.thought}</think>\nAction: Answer\n<answer>{objects}</answer>"

@@ -176,6 +176,15 @@ def multiple_choice(rng, correct: str, distractors: list[str]) -> tuple[list[str
     return lettered([choices[i] for i in rng.permutation(len(choices))], correct)
 
 
+def sub_task_index(k: int, sub_tasks: tuple[str, ...], wanted) -> int:
+    """The index of the ``k``-th item whose sub-task is in ``wanted``, for a generator whose item
+    ``i`` asks ``sub_tasks[i % len(sub_tasks)]``."""
+    cycle = [i for i, name in enumerate(sub_tasks) if name in wanted]
+    if not cycle:
+        raise ValueError(f"none of the sub-tasks {sorted(wanted)} is one of {', '.join(sub_tasks)}")
+    return k // len(cycle) * len(sub_tasks) + cycle[k % len(cycle)]
+
+
 def is_reflective_share(index: int, share: float) -> bool:
     """Spreads exactly floor(n * share) reflective items evenly over the first n."""
     return int((index + 1) * share) > int(index * share)

@@ -38,7 +38,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,7 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
     their sub-tasks by index, so the kept indices are those of the wanted sub-tasks). A task is a
     function of (seed, index) alone, so ``workers`` processes render them in the same order."""
     from ros_vilasr.synth import ask, look, maze, rig_metric, rig_tasks, scene_tasks
+    from ros_vilasr.synth.trajectories import sub_task_index
 
     families = {"maze": (maze.maze_task, maze.SUB_TASKS), "look": (look.look_task, look.SUB_TASKS),
                 "ask": (ask.ask_task, ask.SUB_TASKS),
@@ -108,7 +108,10 @@ def family_tasks(family: str, n: int, seed: int, sub_tasks: list[str] | None = N
     make, names = families[family]
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # YAML lists: tuples
     wanted = sub_tasks or names
-    indices = list(islice((i for i in range(10 ** 9) if names[i % len(names)] in wanted), n))
+    try:
+        indices = [sub_task_index(k, names, wanted) for k in range(n)]
+    except ValueError as exc:
+        raise InputError(f"{family}: {exc}") from exc
     make_one = functools.partial(make, seed, **options)
     return map(make_one, indices) if workers <= 1 else _in_processes(make_one, indices, workers)
 
