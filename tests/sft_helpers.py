@@ -35,18 +35,17 @@ def new_session() -> Session:
                    problem_type="multiple choice")
 
 
-def recorded_session() -> Session:
+def recorded_session(turns: tuple[str, ...] = (DRAW, ANSWER)) -> Session:
     """The dialogue the tiny model is taught: system, user + image, drawing turn, feedback with the
-    drawn image, answer."""
+    drawn image, answer (``turns``: the model's turns)."""
     session = new_session()
-    run_sessions([session], ReplayEngine([{"conversations": [
-        {"role": "assistant", "content": DRAW}, {"role": "assistant", "content": ANSWER}]}]))
+    run_sessions([session], ReplayEngine([{"conversations": [{"role": "assistant", "content": t} for t in turns]}]))
     return session
 
 
-def write_trajectory(root: Path, name: str = "traj") -> dict:
+def write_trajectory(root: Path, name: str = "traj", turns: tuple[str, ...] = (DRAW, ANSWER)) -> dict:
     """The recorded dialogue as a ViLaSR-data record; its images saved under ``root/name/``."""
-    session = recorded_session()
+    session = recorded_session(turns)
     (root / name).mkdir(parents=True, exist_ok=True)
     paths = []
     for i, image in enumerate(session.images):

@@ -103,6 +103,33 @@ def test_a_loss_pattern_trains_only_the_assistant_text_it_matches(data, processo
     assert exit_.value.code == 2 and "loss_pattern '(cup' is not a regular expression" in capsys.readouterr().err
 
 
+
+def test_drop_images_trains_a_one_turn_records_text_alone(processor, tiny, tmp_path):
+    data = write_data(tmp_path / "data.json", [write_trajectory(tmp_path, "ask", turns=(ANSWER,)),
+                                               write_trajectory(tmp_path)])
+    (pictured, drawing), _ = load(data, processor)
+    (alone,), report = load_trajectories([data], processor.tokenizer, max_pixels=MAX_PIXELS_TRAIN,
+                                         max_length=None, drop_images=True)
+    assert report.skipped == {"draws_on_images": 1}  # drawing on an image needs the image
+    assert alone["images"] == [] and "<image>" not in json.dumps(alone["conversations"])
+    row, full = encode_example(processor, alone, MAX_PIXELS_TRAIN), encode_example(processor, pictured, MAX_PIXELS_TRAIN)
+    # the same tokens as the pictured dialogue's, less the image's
+    vision = set(processor.tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]))
+    assert "pixel_values" not in row and sum(row["mm_token_type_ids"]) == 0
+    assert row["input_ids"] == [t for t in full["input_ids"] if t not in vision]
+    assert row["labels"] == [t for t, i in zip(full["labels"], full["input_ids"]) if i not in vision]
+    batch = DialogueCollator(processor, [alone], max_pixels=MAX_PIXELS_TRAIN, max_length=None)([alone, pictured])
+    assert batch["image_grid_thw"].tolist() == full["image_grid_thw"].tolist()  # a mixed batch: one image
+
+    out = tmp_path / "run"
+    cli.main(["sft", "--config", "sft_cpu_toy", "--model", str(tiny), "--data", str(data), "--out", str(out),
+              "--set", "drop_images=true", "--set", "max_steps=60", "--set", "save_steps=60"])
+    report = json.loads((out / "data_report.json").read_text())
+    assert (report["kept"], report["skipped"], report["skipped_in_training"]) == (1, {"draws_on_images": 1}, {})
+    losses = [e["loss"] for e in json.loads((out / "checkpoint-60" / "trainer_state.json").read_text())[
+        "log_history"] if "loss" in e]
+    assert losses[-1] < losses[0] / 10
+
 def test_training_rows_are_the_nodes_encoding(data, processor, tiny):
     """Train/serve parity: the row built from files on disk is token for token, pixel for pixel,
     what the node's engine encodes for the live dialogue."""

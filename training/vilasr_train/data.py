@@ -143,8 +143,6 @@ def normalise(record, source: str, image_dir: Path) -> dict:
     expected = ["user", "assistant"] * (len(dialogue) // 2)
     if not dialogue or dialogue != expected:
         raise InvalidRecord("bad_turn_order", " ".join(roles))
-    if not images:
-        raise InvalidRecord("no_image")
     placeholders = sum(t["content"].count(PLACEHOLDER) for t in turns)
     if placeholders != len(images):
         raise InvalidRecord("image_count_mismatch", f"{placeholders} placeholders, {len(images)} images")
@@ -170,6 +168,16 @@ def normalise(record, source: str, image_dir: Path) -> dict:
 
     paths = [str(p if (p := Path(s)).is_absolute() else image_dir / p) for s in images]
     return {"conversations": turns, "images": paths, "source": source}
+
+
+def text_alone(record: dict) -> dict:
+    """A normalised record with its images taken out, their placeholders removed and the text
+    kept: a curriculum step (e.g. learning to read the question back before images share the
+    context). A record that draws needs its images: ``InvalidRecord("draws_on_images")``."""
+    if sum(t["role"] == "assistant" for t in record["conversations"]) > 1:
+        raise InvalidRecord("draws_on_images", "only one-turn records can be trained without their images")
+    turns = [t | {"content": t["content"].replace(PLACEHOLDER, "")} for t in record["conversations"]]
+    return record | {"conversations": turns, "images": []}
 
 
 def check_image(path: str) -> tuple[int, int] | str:
@@ -214,10 +222,15 @@ def read_checked(paths, normalise_record, images_root=None, workers: int = 8) ->
 
 
 def load_trajectories(paths, tokenizer, *, images_root=None, max_pixels: int, max_length: int | None,
-                      workers: int = 8) -> tuple[list[dict], DataReport]:
+                      workers: int = 8, drop_images: bool = False) -> tuple[list[dict], DataReport]:
     """Read and validate every record; return the valid ones (``{conversations, images, source}``)
-    and the report. ``max_length``: records longer than this many tokens are skipped."""
-    candidates, sizes, report = read_checked(paths, normalise, images_root, workers)
+    and the report. ``max_length``: records longer than this many tokens are skipped;
+    ``drop_images``: every record's text alone (``text_alone``)."""
+    def checked(record, source: str, image_dir: Path) -> dict:
+        record = normalise(record, source, image_dir)
+        return text_alone(record) if drop_images else record
+
+    candidates, sizes, report = read_checked(paths, checked, images_root, workers)
     readable = []
     for c in candidates:
         if bad := next((p for p in c["images"] if isinstance(sizes[p], str)), None):

@@ -50,6 +50,9 @@ class Config(StageConfig):
     # names of synth.ask's answers), not every assistant token; a record without a match is
     # counted in the data report (skipped_in_training: no_loss_pattern_match)
     loss_pattern: str | None = None
+    # train on the records' text alone, their images left out (data.text_alone; one-turn records
+    # only, a record that draws is skipped as draws_on_images)
+    drop_images: bool = False
 
 
 class DrawingSFTTrainer(ResumeThroughFromPretrained, SFTTrainer):
@@ -124,7 +127,7 @@ def train(config: Config) -> Path:
     callbacks = until_read(config, processor)
     records, report = on_main_process(lambda: load_trajectories(
         config.data, processor.tokenizer, images_root=config.images_root, max_pixels=config.max_pixels,
-        max_length=args.max_length, workers=config.validation_workers))
+        max_length=args.max_length, workers=config.validation_workers, drop_images=config.drop_images))
     if not records:
         raise InputError(f"no valid training record in {', '.join(config.data)}: {report.to_json()['skipped']}")
     dataset = Dataset.from_list(records)
