@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from sft_helpers import ANSWER, DRAW, new_session, recorded_session, write_data, write_trajectory
+from transformers import AutoModelForImageTextToText
 from vilasr_train import cli, sft
 from vilasr_train.config import load_config
 from vilasr_train.data import IGNORE, DialogueCollator, encode_example, load_trajectories
@@ -112,14 +113,25 @@ def test_drop_images_trains_a_one_turn_records_text_alone(processor, tiny, tmp_p
                                          max_length=None, drop_images=True)
     assert report.skipped == {"draws_on_images": 1}  # drawing on an image needs the image
     assert alone["images"] == [] and "<image>" not in json.dumps(alone["conversations"])
-    row, full = encode_example(processor, alone, MAX_PIXELS_TRAIN), encode_example(processor, pictured, MAX_PIXELS_TRAIN)
+    row, full = (encode_example(processor, r, MAX_PIXELS_TRAIN) for r in (alone, pictured))
     # the same tokens as the pictured dialogue's, less the image's
     vision = set(processor.tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]))
     assert "pixel_values" not in row and sum(row["mm_token_type_ids"]) == 0
     assert row["input_ids"] == [t for t in full["input_ids"] if t not in vision]
     assert row["labels"] == [t for t, i in zip(full["labels"], full["input_ids"]) if i not in vision]
-    batch = DialogueCollator(processor, [alone], max_pixels=MAX_PIXELS_TRAIN, max_length=None)([alone, pictured])
-    assert batch["image_grid_thw"].tolist() == full["image_grid_thw"].tolist()  # a mixed batch: one image
+    collate = DialogueCollator(processor, [alone], max_pixels=MAX_PIXELS_TRAIN, max_length=None)
+    assert collate([alone, pictured])["image_grid_thw"].tolist() == full["image_grid_thw"].tolist()  # one image
+    # a batch without images runs the vision tower on a blank one (ZeRO-3 needs every rank to),
+    # after the text's last token: the text's logits and loss are exactly those without it
+    batch = collate([alone])
+    assert batch["image_grid_thw"].shape[0] == 1 and batch["input_ids"][0, :len(row["input_ids"])].tolist() == row[
+        "input_ids"]
+    model = AutoModelForImageTextToText.from_pretrained(tiny, dtype=torch.float32).eval()
+    bare = {k: torch.tensor([row[k]]) for k in ("input_ids", "labels", "mm_token_type_ids")}
+    with torch.no_grad():
+        padded, plain = model(**{k: v for k, v in batch.items() if k != "data_problems"}), model(**bare)
+    assert torch.allclose(padded.logits[0, :len(row["input_ids"])], plain.logits[0], atol=1e-5)
+    assert torch.allclose(padded.loss, plain.loss, atol=1e-6)
 
     out = tmp_path / "run"
     cli.main(["sft", "--config", "sft_cpu_toy", "--model", str(tiny), "--data", str(data), "--out", str(out),

@@ -297,9 +297,12 @@ class DialogueCollator:
     """Trajectories → a right-padded batch for Qwen2.5-VL.
 
     An example that fails to load now (an image deleted or corrupted since validation) never stops
-    the run: it is replaced by a stand-in, a valid example whose labels are all -100 (no loss, but
-    the vision tower still runs, which ZeRO-3 needs on every rank), and its reason travels in the
-    batch under ``data_problems`` for the trainer to count.
+    the run: it is replaced by a stand-in, a valid example whose labels are all -100 (no loss), and
+    its reason travels in the batch under ``data_problems`` for the trainer to count.
+
+    A batch without images (text-only records) gets a blank one after its first row's last token,
+    seen by no earlier token and trained on by none: the vision tower runs on every batch, which
+    ZeRO-3 needs on every rank (all ranks gather each module's weights, in the order they run).
     """
 
     def __init__(self, processor, dataset, *, max_pixels: int, max_length: int | None,
@@ -308,6 +311,10 @@ class DialogueCollator:
         self.max_pixels, self.max_length, self.loss_pattern = max_pixels, max_length, loss_pattern
         self.pad_id = processor.tokenizer.pad_token_id
         self._stand_in: dict | None = None
+        blank = prepare_image(Image.new("RGB", (FACTOR, FACTOR)), max_pixels).image
+        enc = encode_dialogue(processor, [{"role": "user", "content": [{"type": "image", "index": 0}]}], [blank])
+        self.blank_image = {"input_ids": enc.input_ids, "labels": [IGNORE] * len(enc.input_ids),
+                            "mm_token_type_ids": enc.mm_token_type_ids(enc.input_ids), **enc.vision_inputs()}
 
     def encode(self, example: dict) -> dict:
         row = encode_example(self.processor, example, self.max_pixels, self.loss_pattern)
@@ -343,6 +350,10 @@ class DialogueCollator:
         return self.pad(rows) | {"data_problems": problems}
 
     def pad(self, rows: list[dict]) -> dict:
+        if not any("pixel_values" in r for r in rows):
+            first, blank = rows[0], self.blank_image
+            rows = [{k: first[k] + blank[k] for k in ("input_ids", "labels", "mm_token_type_ids")} | {
+                "pixel_values": blank["pixel_values"], "image_grid_thw": blank["image_grid_thw"]}, *rows[1:]]
         width = max(len(r["input_ids"]) for r in rows)
 
         def column(key, fill):
@@ -352,7 +363,6 @@ class DialogueCollator:
                  "mm_token_type_ids": column("mm_token_type_ids", 0),
                  "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
                                                  for r in rows])}
-        if any("pixel_values" in r for r in rows):
-            batch["pixel_values"] = torch.cat([r["pixel_values"] for r in rows if "pixel_values" in r])
-            batch["image_grid_thw"] = torch.cat([r["image_grid_thw"] for r in rows if "image_grid_thw" in r])
+        batch["pixel_values"] = torch.cat([r["pixel_values"] for r in rows if "pixel_values" in r])
+        batch["image_grid_thw"] = torch.cat([r["image_grid_thw"] for r in rows if "image_grid_thw" in r])
         return batch
