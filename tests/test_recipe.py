@@ -17,13 +17,14 @@ benchmarks/results/embedded_model.md.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
 
 import pytest
 import yaml
-from vilasr_train.config import InputError
+from vilasr_train.config import InputError, load_config, shipped_configs
 from vilasr_train.recipe import family_tasks, load_recipe, make_data, run
 from vilasr_train.report import baselines, pass_at_k, summarize_rows
 
@@ -176,6 +177,19 @@ def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
         make_data(recipe, tmp_path)
     assert not (tmp_path / "train" / "look_goal").exists()
 
+
+
+def test_every_shipped_recipe_sets_only_keys_its_stages_know():
+    """A misspelt key in a stage's ``set`` would otherwise fail when that stage starts, an hour in."""
+    recipes = [name for name in shipped_configs() if name.startswith("recipe_")]
+    assert {"recipe_embedded", "recipe_embedded_ask"} <= set(recipes)
+    for name in recipes:
+        for spec in load_recipe(name)["stages"].values():
+            module = importlib.import_module(f"vilasr_train.{spec['command']}")
+            load_config(module.Config, spec["config"], {"model": "m", "out": "o", "data": ["d"]} | spec.get("set", {}))
+    with pytest.raises(ValueError, match="drop_image"):
+        load_config(importlib.import_module("vilasr_train.sft").Config, "pretrain_embedded",
+                    {"model": "m", "out": "o", "data": ["d"], "drop_image": True})
 
 def test_tasks_rendered_in_worker_processes_are_the_serial_ones_in_order():
     serial = list(family_tasks("rig", 6, seed=4))
