@@ -178,7 +178,6 @@ def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
     assert not (tmp_path / "train" / "look_goal").exists()
 
 
-
 def test_every_shipped_recipe_sets_only_keys_its_stages_know():
     """A misspelt key in a stage's ``set`` would otherwise fail when that stage starts, an hour in."""
     recipes = [name for name in shipped_configs() if name.startswith("recipe_")]
@@ -190,6 +189,7 @@ def test_every_shipped_recipe_sets_only_keys_its_stages_know():
     with pytest.raises(ValueError, match="drop_image"):
         load_config(importlib.import_module("vilasr_train.sft").Config, "pretrain_embedded",
                     {"model": "m", "out": "o", "data": ["d"], "drop_image": True})
+
 
 def test_tasks_rendered_in_worker_processes_are_the_serial_ones_in_order():
     serial = list(family_tasks("rig", 6, seed=4))

@@ -104,11 +104,10 @@ def test_a_loss_pattern_trains_only_the_assistant_text_it_matches(data, processo
     assert exit_.value.code == 2 and "loss_pattern '(cup' is not a regular expression" in capsys.readouterr().err
 
 
-
 def test_drop_images_trains_a_one_turn_records_text_alone(processor, tiny, tmp_path):
     data = write_data(tmp_path / "data.json", [write_trajectory(tmp_path, "ask", turns=(ANSWER,)),
                                                write_trajectory(tmp_path)])
-    (pictured, drawing), _ = load(data, processor)
+    (pictured, _), _ = load(data, processor)
     (alone,), report = load_trajectories([data], processor.tokenizer, max_pixels=MAX_PIXELS_TRAIN,
                                          max_length=None, drop_images=True)
     assert report.skipped == {"draws_on_images": 1}  # drawing on an image needs the image
@@ -141,6 +140,7 @@ def test_drop_images_trains_a_one_turn_records_text_alone(processor, tiny, tmp_p
     losses = [e["loss"] for e in json.loads((out / "checkpoint-60" / "trainer_state.json").read_text())[
         "log_history"] if "loss" in e]
     assert losses[-1] < losses[0] / 10
+
 
 def test_training_rows_are_the_nodes_encoding(data, processor, tiny):
     """Train/serve parity: the row built from files on disk is token for token, pixel for pixel,

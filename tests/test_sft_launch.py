@@ -1,7 +1,7 @@
 """SFT under launchers, in subprocesses: DeepSpeed ZeRO-2 / ZeRO-3 with two CPU processes
 (torchrun, gloo), one rank's batch always without an image, and a run killed after a checkpoint
-that resumes from it. The first DeepSpeed run
-on a fresh machine compiles a communication op once (~70 s)."""
+that resumes from it. The first DeepSpeed run on a fresh machine compiles a communication op once
+(~70 s)."""
 
 from __future__ import annotations
 
