@@ -24,6 +24,7 @@ import re
 
 import pytest
 import yaml
+from vilasr_train import sft
 from vilasr_train.config import InputError, load_config, shipped_configs
 from vilasr_train.recipe import family_tasks, load_recipe, make_data, run
 from vilasr_train.report import baselines, pass_at_k, summarize_rows
@@ -187,7 +188,7 @@ def test_every_shipped_recipe_sets_only_keys_its_stages_know():
             module = importlib.import_module(f"vilasr_train.{spec['command']}")
             load_config(module.Config, spec["config"], {"model": "m", "out": "o", "data": ["d"]} | spec.get("set", {}))
     with pytest.raises(ValueError, match="drop_image"):
-        load_config(importlib.import_module("vilasr_train.sft").Config, "pretrain_embedded",
+        load_config(sft.Config, "pretrain_embedded",
                     {"model": "m", "out": "o", "data": ["d"], "drop_image": True})
 
 

@@ -14,6 +14,7 @@ import pytest
 from safetensors.torch import load_file
 from sft_helpers import ANSWER, env, free_port, train_command, write_data, write_trajectory
 from vilasr_train.checkpoints import latest_checkpoint
+from vilasr_train.data import text_alone
 
 from ros_vilasr.core.tiny_model import build_tiny_model
 
@@ -32,9 +33,7 @@ def data(tmp_path):
 def mixed(tmp_path):
     """A drawing trajectory and a one-turn question without an image: with one example per rank,
     every step one rank trains on text alone."""
-    text = write_trajectory(tmp_path, "text", turns=(ANSWER,))
-    text = {"conversations": [t | {"content": t["content"].replace("<image>", "")} for t in text["conversations"]],
-            "images": []}
+    text = text_alone(write_trajectory(tmp_path, "text", turns=(ANSWER,)))
     return write_data(tmp_path / "mixed.json", [write_trajectory(tmp_path, "a"), text])
 
 

@@ -11,6 +11,7 @@ are the core's (``prepare_image``, ``DialogueEncoding``), exactly what the node 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -311,10 +312,14 @@ class DialogueCollator:
         self.max_pixels, self.max_length, self.loss_pattern = max_pixels, max_length, loss_pattern
         self.pad_id = processor.tokenizer.pad_token_id
         self._stand_in: dict | None = None
-        blank = prepare_image(Image.new("RGB", (FACTOR, FACTOR)), max_pixels).image
-        enc = encode_dialogue(processor, [{"role": "user", "content": [{"type": "image", "index": 0}]}], [blank])
-        self.blank_image = {"input_ids": enc.input_ids, "labels": [IGNORE] * len(enc.input_ids),
-                            "mm_token_type_ids": enc.mm_token_type_ids(enc.input_ids), **enc.vision_inputs()}
+
+    @functools.cached_property
+    def blank_image(self) -> dict:
+        """A row of one blank image and nothing to learn: encoded once, when a batch first needs it."""
+        blank = prepare_image(Image.new("RGB", (FACTOR, FACTOR)), self.max_pixels).image
+        enc = encode_dialogue(self.processor, [{"role": "user", "content": [{"type": "image", "index": 0}]}], [blank])
+        return {"input_ids": enc.input_ids, "labels": [IGNORE] * len(enc.input_ids),
+                "mm_token_type_ids": enc.mm_token_type_ids(enc.input_ids), **enc.vision_inputs()}
 
     def encode(self, example: dict) -> dict:
         row = encode_example(self.processor, example, self.max_pixels, self.loss_pattern)
