@@ -26,7 +26,7 @@ from vilasr_train.report import heldout_items, summarize_rows  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, prompting, run_profile  # noqa: E402
 from ros_vilasr.evaluation.runner import run_evaluation  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,7 +40,7 @@ def evaluate(items: list, device: str, dtype: str, out: Path) -> tuple[list[dict
     try:
         run_evaluation(items, engine, out, "embedded", batch_size=len(items), progress=False, plots=False,
                        max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"],
-                       image_position=image_position_of(profile))
+                       **prompting(profile))
     finally:
         engine.close()
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()], time.perf_counter() - start

@@ -21,7 +21,7 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.driver import run_sessions  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import MAX_PIXELS_EVAL  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, prompting, run_profile  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Budget, Session  # noqa: E402
 from ros_vilasr.demo import layout  # noqa: E402
@@ -43,7 +43,7 @@ def ask(engine, question, frames, profile: dict) -> tuple[float, Session]:
     session = Session([frames[c] for c in question.cameras], question.question, options=question.options,
                       problem_type=question.problem_type, kind="single" if len(question.cameras) == 1 else "views",
                       budget=Budget(max_calls=10, max_new_tokens=profile["max_new_tokens"]),
-                      max_pixels=profile["max_pixels"], image_position=image_position_of(profile))
+                      max_pixels=profile["max_pixels"], **prompting(profile))
     start = time.perf_counter()
     run_sessions([session], engine)
     return time.perf_counter() - start, session

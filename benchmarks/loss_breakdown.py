@@ -42,7 +42,7 @@ from vilasr_train.data import IGNORE, DialogueCollator, normalise  # noqa: E402
 from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, image_position_of, resolve_model, run_profile  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, image_position_of, resolve_model, run_profile, system_prompt_of  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -132,8 +132,9 @@ def main(argv=None) -> dict:
             path = resolve_model(path)
             profile = run_profile(path)
             layout = recipe["model"]["image_position"] = image_position_of(profile)  # as it was trained
-            data = Path(tmp) / layout
-            make_data(recipe, data, splits=("heldout",))  # once per layout
+            prompt = recipe["model"]["system_prompt"] = system_prompt_of(profile)
+            data = Path(tmp) / f"{layout}-{hash(prompt and Path(prompt).read_text())}"
+            make_data(recipe, data, splits=("heldout",))  # once per layout and system prompt
             processor = load_processor(path)
             collator = DialogueCollator(processor, [], max_pixels=profile["max_pixels"], max_length=None)
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path).eval()

@@ -32,7 +32,7 @@ from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import prepare_image  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile, system_prompt_of  # noqa: E402
 from ros_vilasr.core.protocol import answer_follows_thought, parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
@@ -73,6 +73,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         recipe = load_recipe("recipe_embedded")
         recipe["model"]["image_position"] = image_position_of(profile)  # the layout the model was trained in
+        recipe["model"]["system_prompt"] = system_prompt_of(profile)  # ... and its system prompt
         make_data(recipe, Path(tmp), splits=("heldout",))
         for family in recipe["data"]["heldout"]:
             folder = Path(tmp) / "heldout" / family

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.gpu import DrawingDialogue  # noqa: E402
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines.hf import TransformersEngine  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, EMBEDDED_DIR, image_position_of, run_profile  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, EMBEDDED_DIR, prompting, run_profile  # noqa: E402
 from ros_vilasr.evaluation.runner import ResultsLog, run_evaluation  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
             started = time.perf_counter()
             summary = run_evaluation(items, engine, out, "embedded", batch_size=16, plots=False,
                                      max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"],
-                                     image_position=image_position_of(profile))
+                                     **prompting(profile))
             eval_s = time.perf_counter() - started
             log = ResultsLog(out / "results.jsonl")
             log.close()

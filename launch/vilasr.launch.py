@@ -45,7 +45,7 @@ PARAMETERS = [
     ("temperature", "0.75", float, "Sampling temperature"),
     ("top_p", "0.9", float, "Nucleus sampling top-p"),
     ("greedy", "false", bool, "Greedy decoding instead of sampling"),
-    ("system_prompt_file", "", str, "Replacement system prompt file (empty = bundled prompt)"),
+    ("system_prompt_file", "", str, "Replacement system prompt file (empty = the model's, else the bundled one)"),
     ("max_pixels", "351232", int, "Pixel budget per image after smart resize"),
     ("max_calls", "10", int, "Model calls per query"),
     ("max_images", "45", int, "Images per dialogue (inputs + drawings)"),

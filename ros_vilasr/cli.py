@@ -65,6 +65,8 @@ def add_engine_flags(p) -> None:
                    "else the spec's budget)")
     p.add_argument("--image-position", choices=["first", "last"], help="where the first turn puts the images: "
                    "before the question (the protocol) or after it (default: the model's profile, else first)")
+    p.add_argument("--system-prompt-file", type=Path, help="a replacement system prompt, {width} and {height} "
+                   "filled in (default: the model's own, else the protocol's)")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai engine: server URL")
 
@@ -83,7 +85,8 @@ def _ask(args: argparse.Namespace) -> None:
     budget = Budget(max_calls=args.max_calls, max_new_tokens=_profiled(args, "max_new_tokens", Budget.max_new_tokens))
     session = Session(images, args.question, options=args.option, problem_type=args.problem_type,
                       kind=kind, budget=budget, max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL),
-                      image_position=_profiled(args, "image_position", "first"))
+                      image_position=_profiled(args, "image_position", "first"),
+                      system_prompt_path=_profiled(args, "system_prompt_file", None))
     engine = create_engine(args.engine, args.model, **_engine_options(args))
     try:
         run_sessions([session], engine, on_step=lambda s, step: print(report.format_step(step), flush=True))
@@ -151,7 +154,8 @@ def _eval(args: argparse.Namespace) -> None:
         run_evaluation(items, engine, args.out, name, batch_size=args.batch_size,
                        max_pixels=_profiled(args, "max_pixels", MAX_PIXELS_EVAL),
                        max_new_tokens=_profiled(args, "max_new_tokens", None),
-                       image_position=_profiled(args, "image_position", "first"))
+                       image_position=_profiled(args, "image_position", "first"),
+                       system_prompt_path=_profiled(args, "system_prompt_file", None))
     except KeyboardInterrupt:
         logging.getLogger("vilasr").warning("interrupted: finished items are saved in %s; run the same "
                                             "command again to resume", args.out)
@@ -209,7 +213,7 @@ def _synth(args: argparse.Namespace) -> None:
     else:
         from ros_vilasr.synth.scene_tasks import scene_tasks as tasks
     write_dataset(tasks(args.n, args.seed, args.reflective_share), args.out, total=args.n,
-                  image_position=args.image_position)
+                  image_position=args.image_position, system_prompt_path=args.system_prompt_file)
 
 
 def _add_synth(subparsers) -> None:
@@ -225,6 +229,8 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--image-position", choices=["first", "last"], default="first",
                    help="the trajectories' prompt layout: that of the model they will train (its profile's "
                         "image_position; ViLaSR and Qwen2.5-VL: first)")
+    p.add_argument("--system-prompt-file", type=Path, help="the trajectories' system prompt: that of the model "
+                   "they will train (its system_prompt.txt; default: the protocol's)")
     p.add_argument("--labels", action="store_true", help="maze: number the rows and columns on the image")
     p.set_defaults(func=_synth)
 

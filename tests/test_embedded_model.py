@@ -18,7 +18,7 @@ from vilasr_train.recipe import family_tasks, load_recipe
 from vilasr_train.report import heldout_items, summarize_rows
 
 from ros_vilasr.core.engines import create_engine
-from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile
+from ros_vilasr.core.models import EMBEDDED, prompting, run_profile
 from ros_vilasr.evaluation.runner import run_evaluation
 from ros_vilasr.synth.trajectories import write_dataset
 
@@ -45,7 +45,7 @@ def rows(heldout, tmp_path_factory):
     try:
         run_evaluation(heldout, engine, out, "embedded", batch_size=12, progress=False, plots=False,
                        max_pixels=profile["max_pixels"], max_new_tokens=profile["max_new_tokens"],
-                       image_position=image_position_of(profile))
+                       **prompting(profile))
     finally:
         engine.close()
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

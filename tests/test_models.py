@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from ros_vilasr.core import models
 from ros_vilasr.core.models import (
@@ -20,7 +21,9 @@ from ros_vilasr.core.models import (
     image_position,
     resolve_model,
     run_profile,
+    system_prompt_of,
 )
+from ros_vilasr.core.session import Session
 
 
 @pytest.fixture
@@ -81,13 +84,32 @@ def test_cli_answers_a_bad_model_with_one_line(tmp_path):
                                                 "(and not a hub id of the form org/name)"]
 
 
-def test_a_trained_model_keeps_the_profile_and_layout_of_the_one_it_came_from(tmp_path):
+def test_a_trained_model_keeps_the_profile_layout_and_system_prompt_of_the_one_it_came_from(tmp_path):
     source, target = tmp_path / "source", tmp_path / "target"
     source.mkdir()
     assert image_position(str(source)) == "first"  # no profile: the protocol's layout
+    assert system_prompt_of(run_profile(str(source))) is None  # ... and the protocol's system prompt
     copy_profile(source, target)
     assert not target.exists()
     (source / "vilasr_model.json").write_text('{"max_pixels": 200704, "image_position": "last"}')
+    (source / "system_prompt.txt").write_text("Draw, then answer. Image 1 is {width}x{height}.")
     copy_profile(source, target)
-    assert run_profile(str(target)) == {"max_pixels": 200704, "image_position": "last"}
+    assert run_profile(str(target)) == {"max_pixels": 200704, "image_position": "last",
+                                        "system_prompt_file": str(target / "system_prompt.txt")}
     assert image_position(str(target)) == "last"
+    own = system_prompt_of(run_profile(str(target)))
+    session = Session([Image.new("RGB", (112, 56))], "Where?", system_prompt_path=own)
+    assert session.conversations()[0]["content"] == "Draw, then answer. Image 1 is 112x56."
+
+
+def test_cli_prompts_a_model_with_its_own_system_prompt_unless_given_one(checkpoint, tmp_path):
+    Image.new("RGB", (112, 112)).save(tmp_path / "frame.png")
+    (checkpoint / "system_prompt.txt").write_text("Own prompt, {width}x{height}.")
+    (tmp_path / "given.txt").write_text("Given prompt, {width}x{height}.")
+    systems = []
+    for flags, out in [([], "own"), (["--system-prompt-file", str(tmp_path / "given.txt")], "given")]:
+        subprocess.run([sys.executable, "-m", "ros_vilasr.cli", "ask", "Where?", "--image", str(tmp_path / "frame.png"),
+                        "--model", str(checkpoint), "--max-calls", "1", "--max-new-tokens", "4",
+                        "--out", str(tmp_path / out), *flags], check=True, capture_output=True, timeout=300)
+        systems.append(json.loads((tmp_path / out / "trace.json").read_text())["conversations"][0]["content"])
+    assert systems == ["Own prompt, 112x112.", "Given prompt, 112x112."]

@@ -555,7 +555,7 @@ def test_the_model_profile_fills_only_what_is_left_at_its_default(tmp_path):
     assert params.with_profile(missing) == missing
 
 
-def test_a_query_is_asked_in_the_prompt_layout_of_the_models_profile():
+def test_a_query_is_asked_in_the_prompt_layout_of_the_models_profile(tmp_path):
     frames = [Frame("cam", None, RawPayload(np.full((420, 560, 3), 90, np.uint8), "rgb8", 0), 0.0)]
     values = BASE | {"max_pixels": 200704, "max_calls": 3}
     protocol = Job("Where is the cup?", frames).open_session(values, {})
@@ -564,6 +564,15 @@ def test_a_query_is_asked_in_the_prompt_layout_of_the_models_profile():
     assert [p["type"] for p in last.messages[1]["content"]] == ["text", "image", "text"]
     assert last.messages[1]["content"][0]["text"].startswith("Where is the cup?")
     assert last.budget.max_calls == 3 and last.inputs[0].size == (504, 364)  # the node's budgets
+    # the model's own system prompt, unless the node's system_prompt_file replaces it
+    (tmp_path / "own.txt").write_text("Draw on the {width}x{height} view, then answer.")
+    (tmp_path / "given.txt").write_text("Given: {width}x{height}.")
+    own = {"system_prompt_file": str(tmp_path / "own.txt")}
+    assert protocol.messages[0]["content"].startswith("You are an assistant")
+    asked = Job("Where?", frames).open_session(values, own)
+    assert asked.messages[0]["content"] == "Draw on the 504x364 view, then answer."
+    given = values | {"system_prompt_file": str(tmp_path / "given.txt")}
+    assert Job("Where?", frames).open_session(given, own).messages[0]["content"] == "Given: 504x364."
 
 
 def test_replay_needs_a_file_and_names_itself():

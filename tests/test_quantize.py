@@ -11,7 +11,7 @@ import torch
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines.hf import TransformersEngine
 from ros_vilasr.core.engines.quantize import QuantizationUnavailable, quantize
-from ros_vilasr.core.models import EMBEDDED, EMBEDDED_DIR, image_position
+from ros_vilasr.core.models import EMBEDDED, EMBEDDED_DIR, prompting, run_profile
 from ros_vilasr.core.session import Budget, Session
 from ros_vilasr.demo import layout
 from ros_vilasr.synth import scene as sc
@@ -23,7 +23,7 @@ def demo_session(key: str) -> Session:
     frames = [sc.render(layout.demo_scene(), layout.camera(c, layout.REFERENCE_FRAME))[0] for c in question.cameras]
     return Session(frames, question.question, options=list(question.options), problem_type=question.problem_type,
                    max_pixels=200704, budget=Budget(max_calls=3, max_new_tokens=384), key=key,
-                   image_position=image_position(EMBEDDED))
+                   **prompting(run_profile(EMBEDDED)))
 
 
 def test_int8_quantizes_the_decoder_and_keeps_the_shipped_models_answer():

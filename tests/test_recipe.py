@@ -30,6 +30,7 @@ from vilasr_train.recipe import family_tasks, load_recipe, make_data, run
 from vilasr_train.report import baselines, pass_at_k, summarize_rows
 
 from benchmarks.size_curriculum_probe import goal_recipe, heldout_accuracy, tiny_model
+from ros_vilasr.core.prompts import PROMPTS_DIR
 
 EASY = ["rig_side"]
 
@@ -44,6 +45,7 @@ def small_recipe(path):
         "valid": {"maze": {"n": 2, "seed": 12, "sizes": [3], "labels": True}},
     }
     tiny_model(recipe, rope_theta=1000.0)
+    recipe["model"]["system_prompt"] = "system_prompt_brief.txt"
     recipe["stages"]["stage1"]["set"] = {"max_steps": 160, "learning_rate": 3.0e-3, "warmup_steps": 10,
                                          "gradient_accumulation_steps": 1, "save_steps": 80, "logging_steps": 10}
     phase = {"max_steps": 10, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "save_steps": 10,
@@ -91,14 +93,19 @@ def test_stage1_learns_and_is_evaluated_on_new_rooms(stage1_run):
     train = {json.dumps(i["ground_truth"]["scene"]) for i in json.loads((data / "train/rig/eval.json").read_text())}
     held = {json.dumps(i["ground_truth"]["scene"]) for i in json.loads((data / "heldout/rig/eval.json").read_text())}
     assert train and held and not train & held
-    # the model directory of every step is complete and carries the run profile
+    # the model directory of every step is complete and carries the run profile and system prompt
     steps = ("init", "pretrain", "pretrain_goal", "stage1")
     profiles = [json.loads((out / step / "vilasr_model.json").read_text()) for step in steps]
     assert profiles == 4 * [{"max_pixels": 200704, "max_new_tokens": 96, "temperature": 0.0, "image_position": "last"}]
-    # the model's layout (question first, then the images) in its training data and its evaluation
+    brief = (PROMPTS_DIR / "system_prompt_brief.txt").read_text()
+    assert [(out / step / "system_prompt.txt").read_text() for step in steps] == 4 * [brief]
+    # the model's layout (question first, then the images) and system prompt in its training data
+    # and its evaluation
     evaluated = [json.loads(line) for line in (out / "eval_stage1" / "results.jsonl").read_text().splitlines()]
     firsts = [json.loads((data / f"train/{f}/trajectories.json").read_text())[0] for f in ("look", "rig")]
+    filled = re.compile(re.escape(brief).replace(r"\{width\}", r"\d+").replace(r"\{height\}", r"\d+"))
     for row in firsts + evaluated:
+        assert filled.fullmatch(row["conversations"][0]["content"]), row["conversations"][0]["content"]
         text = row["conversations"][1]["content"]
         assert row["question"].strip() in text.split("<image>")[0], text
     # pretraining phases see their perception questions only, each from the phase before; stage 1
@@ -167,6 +174,7 @@ def test_stage2_that_keeps_too_few_passes_stage1_through(stage1_run):
     model = out / "stage2" / "sft"
     assert (model / "UNCHANGED").read_text().strip() == str(out / "stage1")
     assert (model / "model.safetensors").read_bytes() == (out / "stage1" / "model.safetensors").read_bytes()
+    assert (model / "system_prompt.txt").read_text() == (out / "stage1" / "system_prompt.txt").read_text()
     assert not list(model.glob("checkpoint-*")) and not (model / "trainer_state.json").exists()
     for name in ("results.jsonl", "stage_summary.json"):
         assert (out / "eval_stage2" / name).read_text() == (out / "eval_stage1" / name).read_text()
@@ -177,6 +185,14 @@ def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
     with pytest.raises(InputError, match="unknown task family 'look_goal'; the families are maze, look, ask, scene"):
         make_data(recipe, tmp_path)
     assert not (tmp_path / "train" / "look_goal").exists()
+
+
+def test_a_system_prompt_that_is_no_file_is_named_before_any_data_is_written(tmp_path):
+    recipe = {"model": {"system_prompt": "system_prompt_breif.txt"},
+              "data": {"train": {"maze": {"n": 1, "seed": 0}}, "heldout": {}, "rl": {}}}
+    with pytest.raises(InputError, match="model.system_prompt: no prompt file 'system_prompt_breif.txt'"):
+        make_data(recipe, tmp_path)
+    assert not (tmp_path / "train" / "maze").exists()
 
 
 def test_every_shipped_recipe_sets_only_keys_its_stages_know():

@@ -3,6 +3,7 @@ end with a report that matches the written data, sharding, and a killed sampling
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -259,3 +260,10 @@ def test_sampling_prompts_the_model_in_its_own_layout(root, tmp_path):
     session = open_session(normalise_prompt(WHERE, "test", root), settings)
     assert [p["type"] for p in session.messages[1]["content"]] == ["text", "image", "text"]
     assert session.messages[1]["content"][0]["text"].startswith(WHERE["question"])
+    assert session.messages[0]["content"].startswith("You are an assistant")  # no prompt of its own: the protocol's
+    (model / "system_prompt.txt").write_text("Draw on the {width}x{height} image, then answer.")
+    session = open_session(normalise_prompt(WHERE, "test", root), reflect.session_settings(config))
+    assert session.messages[0]["content"] == "Draw on the 224x168 image, then answer."
+    replaced = dataclasses.replace(config, system_prompt=str(root / "system.txt"))  # a given prompt wins
+    session = open_session(normalise_prompt(WHERE, "test", root), reflect.session_settings(replaced))
+    assert session.messages[0]["content"] == "You answer spatial questions about an image of 224x168 pixels."

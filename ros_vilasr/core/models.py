@@ -6,7 +6,9 @@ form ``org/name`` is a Hugging Face hub id. A checkpoint directory may carry ``v
 its run profile: the pixel and token budgets and the temperature it was trained and evaluated with,
 used wherever the caller has not chosen otherwise, and where its first turn puts the images
 (``image_position``, see ``prompts.first_user_content``), which every caller follows: a model reads
-the layout it was trained on.
+the layout it was trained on. Beside it, ``system_prompt.txt`` is the system prompt it was trained
+with, used wherever no other is given (a small model needs no 400-token tool manual: the recipe
+trains the embedded one on a brief prompt).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "models" / EMBEDDED
 REBUILD_EMBEDDED = "vilasr-train recipe recipe_embedded --out runs/embedded --ship (see training/README.md)"
 PROFILE_FILE = "vilasr_model.json"
+SYSTEM_PROMPT_FILE = "system_prompt.txt"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 ARCHITECTURES = ("qwen2_5_vl",)  # the ViLaSR architecture; the protocol and processor assume it
 
@@ -81,15 +84,19 @@ def _check_safetensors(path: Path, how: str) -> None:
 
 def run_profile(model: str | None) -> dict:
     """The model's ``vilasr_model.json`` (``max_pixels``, ``max_new_tokens``, ``temperature``,
-    ``image_position``), or {} when it has none."""
+    ``image_position``) plus ``system_prompt_file`` where it has its own system prompt; {} when
+    it has neither."""
     if not model:
         return {}
-    path = (EMBEDDED_DIR if model == EMBEDDED else Path(model).expanduser()) / PROFILE_FILE
+    directory = EMBEDDED_DIR if model == EMBEDDED else Path(model).expanduser()
     try:
-        profile = json.loads(path.read_text())
+        profile = json.loads((directory / PROFILE_FILE).read_text())
     except (OSError, ValueError):
-        return {}
-    return profile if isinstance(profile, dict) else {}
+        profile = {}
+    profile = profile if isinstance(profile, dict) else {}
+    if (directory / SYSTEM_PROMPT_FILE).is_file():
+        profile["system_prompt_file"] = str(directory / SYSTEM_PROMPT_FILE)
+    return profile
 
 
 def image_position_of(profile: dict) -> str:
@@ -103,9 +110,21 @@ def image_position(model: str | None) -> str:
     return image_position_of(run_profile(model))
 
 
+def system_prompt_of(profile: dict) -> str | None:
+    """The system prompt file a model was trained with, from its run profile; None: the protocol's."""
+    return profile.get("system_prompt_file")
+
+
+def prompting(profile: dict) -> dict:
+    """``Session`` keywords that prompt a model as it was trained, from its run profile."""
+    return {"image_position": image_position_of(profile), "system_prompt_path": system_prompt_of(profile)}
+
+
 def copy_profile(source: str | Path, target: str | Path) -> None:
-    """A model trained from ``source`` keeps its run profile (budgets and prompt layout)."""
-    path = Path(source).expanduser() / PROFILE_FILE
-    if path.is_file():
-        Path(target).mkdir(parents=True, exist_ok=True)
-        (Path(target) / PROFILE_FILE).write_text(path.read_text())
+    """A model trained from ``source`` keeps its run profile (budgets and prompt layout) and its
+    system prompt."""
+    for name in (PROFILE_FILE, SYSTEM_PROMPT_FILE):
+        path = Path(source).expanduser() / name
+        if path.is_file():
+            Path(target).mkdir(parents=True, exist_ok=True)
+            (Path(target) / name).write_text(path.read_text())

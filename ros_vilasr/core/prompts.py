@@ -5,7 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_SYSTEM_PROMPT = resources.files("ros_vilasr.core") / "data" / "system_prompt.txt"
+PROMPTS_DIR = resources.files("ros_vilasr.core") / "data"
+DEFAULT_SYSTEM_PROMPT = PROMPTS_DIR / "system_prompt.txt"  # the protocol's (ViLaSR's)
 
 MULTIPLE_CHOICE = "multiple choice"
 NUMERICAL = "numerical"

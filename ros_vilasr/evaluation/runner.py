@@ -45,16 +45,18 @@ def item_images(item: EvalItem) -> list[Image.Image]:
 
 
 def build_session(item: EvalItem, images: list[Image.Image], max_pixels: int = MAX_PIXELS_EVAL,
-                  max_new_tokens: int | None = None, image_position: str = "first") -> Session:
+                  max_new_tokens: int | None = None, image_position: str = "first",
+                  system_prompt_path: str | Path | None = None) -> Session:
     """``max_new_tokens``: a cap per model turn (default: the spec's evaluation budget);
-    ``image_position``: the model's prompt layout (``prompts.first_user_content``)."""
+    ``image_position``: the model's prompt layout (``prompts.first_user_content``);
+    ``system_prompt_path``: the model's system prompt (default: the protocol's)."""
     task = f"{item.benchmark} {item.sub_task or ''}"  # "maze" in either gives the maze budget
     budget = Budget.evaluation(task)
     if max_new_tokens:
         budget = dataclasses.replace(budget, max_new_tokens=max_new_tokens)
     return Session(images, item.question, options=item.options or (), problem_type=item.problem_type,
                    kind=item.kind, budget=budget, max_pixels=max_pixels, key=item.id,
-                   image_position=image_position)
+                   image_position=image_position, system_prompt_path=system_prompt_path)
 
 
 def result_row(item: EvalItem, session: Session) -> dict:
@@ -165,10 +167,11 @@ def summarize(benchmark: str, rows: list[dict], total: int | None = None) -> dic
 def run_evaluation(items: Sequence[EvalItem], engine: Engine, out_dir: str | Path, benchmark: str, *,
                    batch_size: int = 10, progress: bool = True, plots: bool = True,
                    max_pixels: int = MAX_PIXELS_EVAL, max_new_tokens: int | None = None,
-                   image_position: str = "first") -> dict:
+                   image_position: str = "first", system_prompt_path: str | Path | None = None) -> dict:
     """Evaluate ``items`` (skipping those already in ``OUT/results.jsonl``); returns the summary
     of the whole results file and writes it to ``OUT/summary.json`` (plus plots). ``max_pixels``,
-    ``max_new_tokens`` (per turn) and ``image_position`` as in ``build_session``."""
+    ``max_new_tokens`` (per turn), ``image_position`` and ``system_prompt_path`` as in
+    ``build_session``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = ResultsLog(out / RESULTS_FILE)
@@ -196,7 +199,8 @@ def run_evaluation(items: Sequence[EvalItem], engine: Engine, out_dir: str | Pat
                     unreadable.append(item.id)
                     bar.update(1)
                     continue
-                sessions.append(build_session(item, images, max_pixels, max_new_tokens, image_position))
+                sessions.append(build_session(item, images, max_pixels, max_new_tokens, image_position,
+                                              system_prompt_path))
                 pending[item.id] = item
             run_sessions(sessions, engine, on_step=record)
             for session in sessions:  # ended without a step (engine errors)

@@ -122,7 +122,8 @@ PARAMETERS: tuple[Param, ...] = (
           applies="activate"),
     Param("system_prompt_file", "",
           "Replacement system prompt file ({width} and {height} are filled in); empty = the "
-          "bundled ViLaSR prompt.", applies="per query"),
+          "model's own (system_prompt.txt beside its weights), else the bundled ViLaSR prompt.",
+          applies="per query"),
     # per-query budgets
     Param("max_pixels", MAX_PIXELS_EVAL,
           "Pixel budget of each image after Qwen's smart resize (the model's grid).",

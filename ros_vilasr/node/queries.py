@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ros_vilasr.core.driver import Batch
-from ros_vilasr.core.models import image_position_of
+from ros_vilasr.core.models import image_position_of, system_prompt_of
 from ros_vilasr.core.scoring import parse_number
 from ros_vilasr.core.session import Budget, Session
 
@@ -70,13 +70,14 @@ class Job:
 
     def open_session(self, p: dict, profile: dict) -> Session:
         """The job's dialogue under the node's parameters ``p``, in the prompt layout of the model's
-        run ``profile`` (the one it was trained in)."""
+        run ``profile`` (the one it was trained in) and with its system prompt unless
+        ``system_prompt_file`` replaces it."""
         budget = Budget(max_calls=self.max_calls or p["max_calls"], max_images=p["max_images"],
                         max_new_tokens=p["max_new_tokens"])
         self.session = Session([f.payload.to_pil() for f in self.frames], self.question, options=self.options,
                                problem_type=self.problem_type, kind=self.kind, budget=budget,
-                               max_pixels=p["max_pixels"], system_prompt_path=p["system_prompt_file"] or None,
-                               image_position=image_position_of(profile))
+                               max_pixels=p["max_pixels"], image_position=image_position_of(profile),
+                               system_prompt_path=p["system_prompt_file"] or system_prompt_of(profile))
         return self.session
 
 

@@ -190,13 +190,13 @@ def is_reflective_share(index: int, share: float) -> bool:
     return int((index + 1) * share) > int(index * share)
 
 
-def _session(task: SynthTask, image_position: str) -> Session:
+def _session(task: SynthTask, image_position: str, system_prompt_path: str | Path | None) -> Session:
     for im in task.images:
         if model_grid_size(*im.size) != im.size:
             raise ValueError(f"{task.id}: input {im.size} is not in the model's grid")
     return Session(task.images, task.question, options=task.options or (), problem_type=task.problem_type,
                    kind=task.kind, budget=Budget.evaluation(task.sub_task), max_pixels=MAX_PIXELS_TRAIN,
-                   key=task.id, image_position=image_position)
+                   key=task.id, image_position=image_position, system_prompt_path=system_prompt_path)
 
 
 def _check(task: SynthTask, session: Session) -> None:
@@ -254,18 +254,19 @@ def _chunks(tasks: Iterable[SynthTask], size: int) -> Iterator[list[SynthTask]]:
 
 
 def write_dataset(tasks: Iterable[SynthTask], out_dir: str | Path, total: int | None = None,
-                  image_position: str = "first") -> dict:
+                  image_position: str = "first", system_prompt_path: str | Path | None = None) -> dict:
     """Render every task's oracle trajectory through the core, check it, and write
     ``eval.json``, ``trajectories.json``, ``prompts.jsonl`` (RL prompts), ``images/`` (inputs) and
-    ``drawn/`` (drawings). ``image_position``: the prompt layout of the model the trajectories are
-    for (``prompts.first_user_content``); evaluation and RL prompts are layout-free."""
+    ``drawn/`` (drawings). ``image_position`` and ``system_prompt_path``: the prompt layout and
+    system prompt of the model the trajectories are for; evaluation and RL prompts carry neither
+    (whoever poses them prompts the model its own way)."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "drawn").mkdir(parents=True, exist_ok=True)
     items, trajectories = [], []
     with tqdm(total=total, desc="oracle trajectories", unit="item") as bar:
         for chunk in _chunks(tasks, CHUNK):
-            sessions = [_session(t, image_position) for t in chunk]
+            sessions = [_session(t, image_position, system_prompt_path) for t in chunk]
             engine = ReplayEngine([{"id": t.id, "conversations": [
                 {"role": "assistant", "content": turn} for turn in t.turns]} for t in chunk])
             run_sessions(sessions, engine)

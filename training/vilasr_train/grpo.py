@@ -55,7 +55,7 @@ from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines.hf import TransformersEngine
 from ros_vilasr.core.engines.openai import OpenAIEngine
 from ros_vilasr.core.images import NO_RESIZE_MAX_PIXELS
-from ros_vilasr.core.models import copy_profile, image_position
+from ros_vilasr.core.models import copy_profile
 from ros_vilasr.core.processor import load_processor
 from ros_vilasr.core.session import FINISH_REASONS, Session
 
@@ -300,8 +300,8 @@ def build_trainer(config: Config) -> DrawingGRPOTrainer:
         model=model, args=args, train_dataset=Dataset.from_list(prompts),
         processing_class=load_processor(config.model),  # saved with every checkpoint as it came
         rollout_processor=load_processor(config.model, max_pixels=NO_RESIZE_MAX_PIXELS),
-        sessions=SessionSettings(config.max_pixels, config.system_prompt, config.max_new_tokens,
-                                 config.max_total_tokens, image_position(config.model)),
+        sessions=SessionSettings.for_policy(config.model, config.max_pixels, config.system_prompt,
+                                            config.max_new_tokens, config.max_total_tokens),
         reward_funcs=(vilasr_reward_from_thought if config.answer_from_thought else vilasr_reward,),
         callbacks=[MetricsLog(out / METRICS_NAME)],
     )

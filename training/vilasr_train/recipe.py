@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from ros_vilasr.core.models import PROFILE_FILE
+from ros_vilasr.core.models import PROFILE_FILE, SYSTEM_PROMPT_FILE
 
 from .config import InputError, load_config, resolve_config_path
 from .report import heldout_items, pass_at_k, summarize_rows, write_report
@@ -134,6 +134,7 @@ def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) ->
     held-out sets a benchmark scores a model on)."""
     from ros_vilasr.synth.trajectories import EVAL_FILE, write_dataset
 
+    layout, prompt = image_layout(recipe), system_prompt_file(recipe)
     for split, families in recipe["data"].items():  # train, heldout, rl; valid when a phase stops on it
         if splits is not None and split not in splits:
             continue
@@ -147,7 +148,7 @@ def make_data(recipe: dict, out: Path, splits: tuple[str, ...] | None = None) ->
             n, family = spec.pop("n"), spec.pop("family", name)  # a second set of a family names it
             workers = usable_cores() if n >= POOL_MIN_TASKS else 1
             write_dataset(family_tasks(family, n, workers=workers, **spec), target, total=n,
-                          image_position=image_layout(recipe))
+                          image_position=layout, system_prompt_path=prompt)
 
 
 def image_layout(recipe: dict) -> str:
@@ -156,11 +157,26 @@ def image_layout(recipe: dict) -> str:
     return recipe["model"].get("image_position", "first")
 
 
-def training_corpus(data: Path) -> list[str]:
+def system_prompt_file(recipe: dict) -> Path | None:
+    """The model's system prompt (``model.system_prompt``: a file of the core's prompts, e.g.
+    ``system_prompt_brief.txt``, or a path); None: the protocol's. Its trajectories are written
+    with it and its directory carries it (``system_prompt.txt``), so every caller prompts with it."""
+    from ros_vilasr.core.prompts import PROMPTS_DIR
+
+    name = recipe["model"].get("system_prompt")
+    if not name:
+        return None
+    path = Path(PROMPTS_DIR / name) if (PROMPTS_DIR / name).is_file() else Path(name)
+    if not path.is_file():
+        raise InputError(f"model.system_prompt: no prompt file {name!r} (neither in {PROMPTS_DIR} nor a path)")
+    return path
+
+
+def training_corpus(data: Path, system_prompt: Path | None = None) -> list[str]:
     """The text a tokenizer for these tasks must encode well: every message of every trajectory."""
     from ros_vilasr.core import prompts
 
-    lines = [prompts.system_prompt(448, 448)]
+    lines = [prompts.system_prompt(448, 448, system_prompt)]
     for path in sorted(data.glob("train/*/trajectories.json")):
         for record in json.loads(path.read_text()):
             lines += [m["value"] if "value" in m else m["content"] for m in record["conversations"]]
@@ -172,7 +188,8 @@ def init_model(recipe: dict, out: Path, data: Path) -> None:
 
     spec = recipe["model"]
     build_tiny_model(out, seed=recipe["seed"], text=spec["text"], vision=spec["vision"],
-                     corpus=training_corpus(data), vocab_size=spec["vocab_size"], max_pixels=spec["max_pixels"])
+                     corpus=training_corpus(data, system_prompt_file(recipe)), vocab_size=spec["vocab_size"],
+                     max_pixels=spec["max_pixels"])
     write_profile(out, recipe)
 
 
@@ -180,6 +197,8 @@ def write_profile(model_dir: Path, recipe: dict) -> None:
     profile = {"max_pixels": recipe["model"]["max_pixels"], "max_new_tokens": recipe["eval"]["max_new_tokens"],
                "temperature": 0.0, "image_position": image_layout(recipe)}
     (model_dir / PROFILE_FILE).write_text(json.dumps(profile, indent=1) + "\n")
+    if prompt := system_prompt_file(recipe):
+        shutil.copyfile(prompt, model_dir / SYSTEM_PROMPT_FILE)
 
 
 # -- stages ----------------------------------------------------------------------------------------
@@ -242,7 +261,7 @@ def evaluate(model: Path, recipe: dict, data: Path, out: Path, samples: int = 1)
     try:
         run_evaluation(items, engine, out, "embedded", batch_size=spec["batch_size"], plots=False,
                        max_pixels=recipe["model"]["max_pixels"], max_new_tokens=spec["max_new_tokens"],
-                       image_position=image_layout(recipe))
+                       image_position=image_layout(recipe), system_prompt_path=system_prompt_file(recipe))
     finally:
         engine.close()
     results = ResultsLog(out / "results.jsonl")

@@ -55,7 +55,6 @@ from tqdm import tqdm
 from ros_vilasr.core.driver import run_sessions
 from ros_vilasr.core.engines import create_engine
 from ros_vilasr.core.engines.replay import ReplayEngine
-from ros_vilasr.core.models import image_position
 from ros_vilasr.core.protocol import answer_follows_thought
 from ros_vilasr.core.session import Budget, Session
 
@@ -109,8 +108,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def session_settings(config: Config) -> SessionSettings:
-    return SessionSettings(config.max_pixels, config.system_prompt, config.max_new_tokens, config.max_total_tokens,
-                           image_position(config.model))
+    return SessionSettings.for_policy(config.model, config.max_pixels, config.system_prompt, config.max_new_tokens,
+                                      config.max_total_tokens)
 
 
 # -- judging one trajectory ---------------------------------------------------------------------

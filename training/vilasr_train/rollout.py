@@ -22,6 +22,7 @@ from ros_vilasr.core.chat import placeholder_ids
 from ros_vilasr.core.encoding import encode_dialogue
 from ros_vilasr.core.engines import Engine
 from ros_vilasr.core.engines.vllm import build_prompt, replies, sampling_args
+from ros_vilasr.core.models import image_position_of, run_profile, system_prompt_of
 from ros_vilasr.core.scoring import PROBLEM_TYPES
 from ros_vilasr.core.session import Budget, Reply, Request, Session
 
@@ -88,6 +89,15 @@ class SessionSettings:
     max_new_tokens: int | None = None  # per turn; None: the spec's RL budget
     max_total_tokens: int | None = None  # per trajectory; None: the spec's RL budget
     image_position: str = "first"  # the policy's prompt layout (its run profile)
+
+    @classmethod
+    def for_policy(cls, model: str, max_pixels: int, system_prompt: str | None = None,
+                   max_new_tokens: int | None = None, max_total_tokens: int | None = None) -> SessionSettings:
+        """Settings that prompt ``model`` as it was trained: its profile's layout and, unless
+        ``system_prompt`` replaces it, its own system prompt."""
+        profile = run_profile(model)
+        return cls(max_pixels, system_prompt or system_prompt_of(profile), max_new_tokens, max_total_tokens,
+                   image_position_of(profile))
 
     def budget(self, task: str) -> Budget:
         spec = Budget.rl(task)
