@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
                              temperature=profile.get("temperature", 0.0))
     replay = create_engine("replay", str(TRANSCRIPT))
     result = {"machine": describe(), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
-              "profile": profile,
+              "profile": {k: Path(v).name if k == "system_prompt_file" else v for k, v in profile.items()},
               "embedded": measure(embedded, frames, args.repeats, profile),
               # the recorded trace's coordinates are in the spec's evaluation grid
               "replay": measure(replay, frames, args.repeats,

@@ -23,7 +23,7 @@ from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-LOGGED = re.compile(r"'(train_runtime|train_loss|num_input_tokens_seen)': '([0-9.]+)'")
+LOGGED = re.compile(r"'(train_runtime|train_loss|num_input_tokens_seen)': '?([0-9.]+)")
 
 
 def timed_steps(run: Path, steps: int, overrides: list[str]) -> dict:
