@@ -45,7 +45,6 @@ def small_recipe(path):
         "valid": {"maze": {"n": 2, "seed": 12, "sizes": [3], "labels": True}},
     }
     tiny_model(recipe, rope_theta=1000.0)
-    recipe["model"]["system_prompt"] = "system_prompt_brief.txt"
     recipe["stages"]["stage1"]["set"] = {"max_steps": 160, "learning_rate": 3.0e-3, "warmup_steps": 10,
                                          "gradient_accumulation_steps": 1, "save_steps": 80, "logging_steps": 10}
     phase = {"max_steps": 10, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "save_steps": 10,
