@@ -39,10 +39,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 from vilasr_train.data import IGNORE, DialogueCollator, normalise  # noqa: E402
-from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
+from vilasr_train.recipe import load_recipe, make_data, prompted_as  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, image_position_of, resolve_model, run_profile, system_prompt_of  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, resolve_model, run_profile  # noqa: E402
 from ros_vilasr.core.processor import load_processor  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -127,14 +127,15 @@ def main(argv=None) -> dict:
     models = dict(m.split("=", 1) for m in args.model or [f"embedded={EMBEDDED}"])
     result = {"machine": describe(), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        recipe = load_recipe("recipe_embedded")
+        datasets: dict[tuple, Path] = {}  # one held-out set per prompt layout and system prompt
         for name, path in models.items():
             path = resolve_model(path)
             profile = run_profile(path)
-            layout = recipe["model"]["image_position"] = image_position_of(profile)  # as it was trained
-            prompt = recipe["model"]["system_prompt"] = system_prompt_of(profile)
-            data = Path(tmp) / f"{layout}-{hash(prompt and Path(prompt).read_text())}"
-            make_data(recipe, data, splits=("heldout",))  # once per layout and system prompt
+            recipe = prompted_as(load_recipe("recipe_embedded"), profile)  # as it was trained
+            prompt = recipe["model"]["system_prompt"]
+            key = (recipe["model"]["image_position"], prompt and Path(prompt).read_text())
+            data = datasets.setdefault(key, Path(tmp) / str(len(datasets)))
+            make_data(recipe, data, splits=("heldout",))  # a set already written is kept
             processor = load_processor(path)
             collator = DialogueCollator(processor, [], max_pixels=profile["max_pixels"], max_length=None)
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path).eval()

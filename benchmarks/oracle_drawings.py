@@ -27,12 +27,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 from vilasr_train.data import normalise, to_messages  # noqa: E402
-from vilasr_train.recipe import load_recipe, make_data  # noqa: E402
+from vilasr_train.recipe import load_recipe, make_data, prompted_as  # noqa: E402
 
 from benchmarks.machine import describe, markdown, write_results  # noqa: E402
 from ros_vilasr.core.engines import create_engine  # noqa: E402
 from ros_vilasr.core.images import prepare_image  # noqa: E402
-from ros_vilasr.core.models import EMBEDDED, image_position_of, run_profile, system_prompt_of  # noqa: E402
+from ros_vilasr.core.models import EMBEDDED, run_profile  # noqa: E402
 from ros_vilasr.core.protocol import answer_follows_thought, parse_turn  # noqa: E402
 from ros_vilasr.core.scoring import score_answer  # noqa: E402
 from ros_vilasr.core.session import Request  # noqa: E402
@@ -71,9 +71,7 @@ def main(argv=None) -> dict:
     engine = create_engine("transformers", args.model, device="cpu", dtype="float32", temperature=0.0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        recipe = load_recipe("recipe_embedded")
-        recipe["model"]["image_position"] = image_position_of(profile)  # the layout the model was trained in
-        recipe["model"]["system_prompt"] = system_prompt_of(profile)  # ... and its system prompt
+        recipe = prompted_as(load_recipe("recipe_embedded"), profile)  # the prompts the model was trained with
         make_data(recipe, Path(tmp), splits=("heldout",))
         for family in recipe["data"]["heldout"]:
             folder = Path(tmp) / "heldout" / family

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from vilasr_train import sft
 from vilasr_train.config import InputError, load_config, shipped_configs
-from vilasr_train.recipe import family_tasks, load_recipe, make_data, run
+from vilasr_train.recipe import family_tasks, load_recipe, make_data, prompted_as, run
 from vilasr_train.report import baselines, pass_at_k, summarize_rows
 
 from benchmarks.size_curriculum_probe import goal_recipe, heldout_accuracy, tiny_model
@@ -184,6 +184,16 @@ def test_a_data_key_that_is_no_family_must_name_one(tmp_path):
     with pytest.raises(InputError, match="unknown task family 'look_goal'; the families are maze, look, ask, scene"):
         make_data(recipe, tmp_path)
     assert not (tmp_path / "train" / "look_goal").exists()
+
+
+def test_a_recipe_prompted_as_another_model_takes_its_layout_and_system_prompt(tmp_path):
+    recipe = load_recipe("recipe_embedded")
+    (tmp_path / "system_prompt.txt").write_text("Draw.")
+    prompt = str(tmp_path / "system_prompt.txt")
+    other = prompted_as(recipe, {"image_position": "last", "system_prompt_file": prompt})
+    assert (other["model"]["image_position"], other["model"]["system_prompt"]) == ("last", prompt)
+    assert recipe["model"]["system_prompt"] == "system_prompt_brief.txt" and "image_position" not in recipe["model"]
+    assert prompted_as(recipe, {})["model"]["system_prompt"] is None  # no prompt of its own: the protocol's
 
 
 def test_a_system_prompt_that_is_no_file_is_named_before_any_data_is_written(tmp_path):

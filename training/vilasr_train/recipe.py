@@ -157,6 +157,15 @@ def image_layout(recipe: dict) -> str:
     return recipe["model"].get("image_position", "first")
 
 
+def prompted_as(recipe: dict, profile: dict) -> dict:
+    """``recipe`` with the prompt layout and system prompt of the model whose run ``profile`` this
+    is: its data written as that model was trained (a benchmark scoring another model)."""
+    from ros_vilasr.core.models import image_position_of, system_prompt_of
+
+    model = recipe["model"] | {"image_position": image_position_of(profile), "system_prompt": system_prompt_of(profile)}
+    return recipe | {"model": model}
+
+
 def system_prompt_file(recipe: dict) -> Path | None:
     """The model's system prompt (``model.system_prompt``: a file of the core's prompts, e.g.
     ``system_prompt_brief.txt``, or a path); None: the protocol's. Its trajectories are written
